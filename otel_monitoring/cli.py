@@ -1,0 +1,107 @@
+"""The ``otel-monitoring`` command line.
+
+Each command is added by one ``_add_<name>_command(subparsers)`` function, listed in ``_COMMANDS``, that sets
+``func`` on its parser; ``func(args) -> int`` returns the exit status. Commands load settings with
+:func:`load_command_settings`, which is strict: a bad setting raises :class:`SettingsError`, and :func:`main`
+turns it into one line on stderr and exit status 2.
+
+    $ otel-monitoring --config monitoring.yaml config show
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings, render_settings
+
+__all__ = ["load_command_settings", "main", "make_parser"]
+
+PROG = "otel-monitoring"
+EXIT_USAGE = 2  # argparse's status for bad usage; bad configuration is a usage error too
+
+if TYPE_CHECKING:
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def load_command_settings(args: argparse.Namespace) -> Settings:
+    """Settings for a command: ``--config`` (else ``$OTEL_MONITORING_CONFIG``) and the environment, strictly."""
+    environ: Mapping[str, str] | None = getattr(args, "environ", None)
+    return load_settings(getattr(args, "config", None), environ=environ, strict=True)
+
+
+def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
+    # --config is accepted before or after the command. On subcommands its default is SUPPRESS so an absent
+    # option there does not overwrite a value given before the command.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None if top_level else argparse.SUPPRESS,
+        help=f"YAML settings file (default: ${CONFIG_FILE_ENV})",
+    )
+    return parent
+
+
+def _add_config_command(subparsers: _Subparsers) -> None:
+    config = subparsers.add_parser(
+        "config",
+        help="inspect settings",
+        description="Inspect the effective settings.",
+        parents=[_common_options(top_level=False)],
+    )
+    actions = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print the effective settings as YAML, secrets masked",
+        description="Print the effective settings (defaults < config file < environment) as YAML, secrets masked.",
+        parents=[_common_options(top_level=False)],
+    )
+    show.add_argument(
+        "--sources", action="store_true", help="add a comment saying where each non-default value came from"
+    )
+    show.set_defaults(func=_config_show)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    settings = load_command_settings(args)
+    sys.stdout.write(render_settings(settings, sources=args.sources))
+    return 0
+
+
+# One entry per command, in the order `--help` lists them.
+_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_config_command,)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command registered."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Monitoring for Python web services on OpenTelemetry.",
+        parents=[_common_options(top_level=True)],
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in _COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    """Run the CLI and return its exit status; ``environ`` replaces ``os.environ`` (for tests)."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        # argparse exits on --help and on usage errors; the caller decides whether to exit the process.
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        return EXIT_USAGE
+    args.environ = environ
+    try:
+        status: int = args.func(args)
+    except SettingsError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return status

@@ -1,0 +1,85 @@
+"""The metrics facade, as in prometheus_client: ``counter``, ``gauge`` and ``histogram``.
+
+>>> from otel_monitoring import metrics
+>>> requests_total = metrics.counter("http_requests_total", "Total HTTP requests", labelnames=("method",))
+>>> requests_total.labels(method="GET").inc()
+>>> requests_total.inc(1, {"method": "POST"})
+
+Metrics are recorded into fast cells (see docs/recording-core.md) and reach every OpenTelemetry
+reader of the process: the ``/metrics`` exposition, the OTLP exporter, the Pushgateway. Names come
+out in the Prometheus exposition as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from otel_monitoring._cells import CounterCell, GaugeCell, HistogramCell
+from otel_monitoring._instruments import (
+    DEFAULT_BUCKETS,
+    CounterFamily,
+    GaugeFamily,
+    HistogramFamily,
+    MetricConflictError,
+    MetricsRegistry,
+)
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "CounterCell",
+    "CounterFamily",
+    "GaugeCell",
+    "GaugeFamily",
+    "HistogramCell",
+    "HistogramFamily",
+    "MetricConflictError",
+    "MetricsRegistry",
+    "counter",
+    "default_registry",
+    "gauge",
+    "histogram",
+]
+
+_DEFAULT_REGISTRY = MetricsRegistry()
+
+
+def default_registry() -> MetricsRegistry:
+    """The process-wide registry that the module-level functions declare into."""
+    return _DEFAULT_REGISTRY
+
+
+def counter(
+    name: str,
+    description: str = "",
+    labelnames: Iterable[str] = (),
+    unit: str = "",
+    *,
+    registry: MetricsRegistry | None = None,
+) -> CounterFamily:
+    """Declare (or get again) a counter; ``http_requests_total`` is exposed as ``http_requests_total``."""
+    return (registry or _DEFAULT_REGISTRY).counter(name, description, labelnames, unit)
+
+
+def gauge(
+    name: str,
+    description: str = "",
+    labelnames: Iterable[str] = (),
+    unit: str = "",
+    *,
+    registry: MetricsRegistry | None = None,
+) -> GaugeFamily:
+    """Declare (or get again) a gauge, with ``inc``, ``dec``, ``set`` and ``track_inprogress``."""
+    return (registry or _DEFAULT_REGISTRY).gauge(name, description, labelnames, unit)
+
+
+def histogram(
+    name: str,
+    description: str = "",
+    labelnames: Iterable[str] = (),
+    unit: str = "",
+    buckets: Iterable[float] = DEFAULT_BUCKETS,
+    *,
+    registry: MetricsRegistry | None = None,
+) -> HistogramFamily:
+    """Declare (or get again) a histogram with ``observe`` and ``time``; buckets default to prometheus_client's."""
+    return (registry or _DEFAULT_REGISTRY).histogram(name, description, labelnames, unit, buckets)

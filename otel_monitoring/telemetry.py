@@ -1,0 +1,225 @@
+"""The process's monitoring pipeline: the facade's registry, the SDK's MeterProvider and its readers.
+
+One ``Telemetry`` holds what a process exports: a resource from the settings, a Prometheus reader
+whose exposition ``/metrics`` serves (embedded mode, always there), and the readers that
+``OTEL_METRICS_EXPORTER`` asks for (``otlp`` to the collector sidecar, ``prometheus`` as a standalone
+endpoint, ``console``). The bridge feeds the facade's cells into every reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Sequence
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import CollectorRegistry
+
+from otel_monitoring import __version__
+from otel_monitoring._access import MetricsAccessPolicy
+from otel_monitoring._bridge import MetricsProcessor, RecordingBridge
+from otel_monitoring._instruments import MetricsRegistry
+from otel_monitoring.settings import OTLPConfig, Settings
+
+__all__ = ["Telemetry", "create_resource", "get_telemetry", "set_telemetry", "shutdown_telemetry"]
+
+_logger = logging.getLogger(__name__)
+SCOPE = InstrumentationScope("otel_monitoring", __version__)
+
+
+def create_resource(settings: Settings) -> Resource:
+    """The resource from ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` (the name wins, as in the spec)."""
+    attributes: dict[str, str] = {**settings.service.resource_attributes, "service.name": settings.service.name}
+    # Resource.create adds the SDK's attributes and a service.instance.id; ours win over what it reads.
+    return Resource.create(attributes)
+
+
+def _seconds_histogram_view(buckets: Sequence[float]) -> View:
+    # The SDK's default buckets (0, 5, 10, ... 10000) suit milliseconds; every duration in seconds,
+    # from any instrumentation, gets the semantic-convention buckets instead.
+    return View(instrument_type=Histogram, instrument_unit="s", aggregation=ExplicitBucketHistogramAggregation(buckets))
+
+
+def _otlp_temporality(preference: str) -> dict[type, AggregationTemporality]:
+    # https://opentelemetry.io/docs/specs/otel/metrics/sdk_exporters/otlp/#additional-environment-variable-configuration
+    cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
+    table: dict[type, AggregationTemporality]
+    if preference == "delta":
+        table = {Counter: delta, ObservableCounter: delta, Histogram: delta}
+    elif preference == "lowmemory":
+        table = {Counter: delta, ObservableCounter: cumulative, Histogram: delta}
+    else:
+        table = {Counter: cumulative, ObservableCounter: cumulative, Histogram: cumulative}
+    return {**table, UpDownCounter: cumulative, ObservableUpDownCounter: cumulative, ObservableGauge: cumulative}
+
+
+def _create_otlp_exporter(otlp: OTLPConfig) -> MetricExporter:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(
+        endpoint=otlp.resolved_metrics_endpoint(),
+        headers=dict(otlp.headers),
+        timeout=otlp.timeout_ms / 1000,
+        compression=Compression.Gzip if otlp.compression == "gzip" else Compression.NoCompression,
+        preferred_temporality=_otlp_temporality(otlp.temporality_preference),
+    )
+
+
+class Telemetry:
+    """A MeterProvider whose readers export both the SDK's instruments and the facade's metrics.
+
+    ``extra_readers`` lets tests add an ``InMemoryMetricReader``; ``processor`` is the export-time
+    processing hook applied before any reader sees the data.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: MetricsRegistry,
+        *,
+        extra_readers: Sequence[MetricReader] = (),
+        processor: MetricsProcessor | None = None,
+        start_exporters: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.resource = create_resource(settings)
+        self.access_policy = MetricsAccessPolicy(settings.metrics_endpoint)
+        self.prometheus_registry = CollectorRegistry(auto_describe=False)
+        self.prometheus_reader = PrometheusMetricReader(
+            registry=self.prometheus_registry, scope_info_enabled=settings.metrics_endpoint.scope_labels
+        )
+        readers: list[MetricReader] = [self.prometheus_reader, *extra_readers]
+        exporters = settings.exporters.metrics or []
+        if start_exporters:
+            readers.extend(self._exporter_readers(exporters))
+        self.meter_provider = MeterProvider(
+            resource=self.resource,
+            metric_readers=readers,
+            views=[_seconds_histogram_view(settings.http.duration_buckets)],
+        )
+        self.bridge = RecordingBridge(registry, self.resource, SCOPE, process=processor)
+        for reader in readers:
+            self.bridge.attach(reader)
+        self._standalone_server: object | None = None
+        if start_exporters and "prometheus" in exporters:
+            self._start_standalone_endpoint()
+        self._shut_down = False
+        self._pid = os.getpid()
+        weak_after_fork = weakref.WeakMethod(self._after_fork_in_child)
+        os.register_at_fork(after_in_child=lambda: (method := weak_after_fork()) and method())
+
+    def _after_fork_in_child(self) -> None:
+        """Keep a forked worker (gunicorn ``--preload``) exporting, as a process of its own.
+
+        The SDK restarts its periodic readers' threads in the child; here every lock is replaced and
+        the worker gets its own ``service.instance.id``, so a collector never merges two workers'
+        cumulative series into one.
+        """
+        self.registry.reset_locks_after_fork()
+        self.bridge.reset_lock()
+        worker = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": os.getpid()})
+        self.resource = self.resource.merge(worker)
+        self.bridge.set_resource(self.resource)
+        self.meter_provider._update_resource(worker)  # the SDK's own fork hook uses this seam too
+        if self._standalone_server is not None:
+            _logger.warning(
+                "worker pid %d was forked from pid %d, which owns the metrics endpoint on port %s: this worker's "
+                "metrics are not served there; export them with OTEL_METRICS_EXPORTER=otlp to the collector sidecar",
+                os.getpid(),
+                self._pid,
+                self.settings.exporters.prometheus_port,
+            )
+            self._standalone_server = None
+
+    def _exporter_readers(self, exporters: Sequence[str]) -> list[MetricReader]:
+        interval = self.settings.exporters.export_interval_ms
+        readers: list[MetricReader] = []
+        if "otlp" in exporters:
+            otlp = _create_otlp_exporter(self.settings.exporters.otlp)
+            readers.append(PeriodicExportingMetricReader(otlp, export_interval_millis=interval))
+        if "console" in exporters:
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval))
+        return readers
+
+    def _start_standalone_endpoint(self) -> None:
+        from otel_monitoring.exporter import start_http_server
+
+        host, port = self.settings.exporters.prometheus_host, self.settings.exporters.prometheus_port
+        try:
+            self._standalone_server = start_http_server(port, addr=host, telemetry=self)
+        except OSError as error:
+            # Inside a host application a taken port must not stop the service from starting.
+            _logger.warning(
+                "could not serve metrics on %s:%s (%s); the app's own /metrics still works", host, port, error
+            )
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self.meter_provider.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        """Flush and stop every reader; safe to call twice."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        server = self._standalone_server
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+        self.meter_provider.shutdown()
+
+
+_lock = threading.Lock()
+_telemetry: Telemetry | None = None
+
+
+def get_telemetry() -> Telemetry:
+    """The process-wide pipeline, built on first use from ``config.get_settings()``."""
+    global _telemetry
+    if _telemetry is None:
+        with _lock:
+            if _telemetry is None:
+                from otel_monitoring import config
+                from otel_monitoring.metrics import default_registry
+
+                _telemetry = Telemetry(config.get_settings(), default_registry())
+    return _telemetry
+
+
+def set_telemetry(telemetry: Telemetry) -> None:
+    """Install the process-wide pipeline (the ``opentelemetry-instrument`` configurator does)."""
+    global _telemetry
+    with _lock:
+        previous, _telemetry = _telemetry, telemetry
+    if previous is not None and previous is not telemetry:
+        previous.shutdown()
+
+
+def shutdown_telemetry() -> None:
+    global _telemetry
+    with _lock:
+        previous, _telemetry = _telemetry, None
+    if previous is not None:
+        previous.shutdown()

@@ -1,0 +1,85 @@
+"""The benchmarks in bench/ still run: their quick modes finish and report a figure for every contender."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+
+def run_quick(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    # The repository root on PYTHONPATH, so the scripts import otel_monitoring and bench without an install.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(
+        [sys.executable, f"bench/{script}", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+RESULTS = ROOT / "bench" / "results"
+Stamps = dict[str, int]
+
+
+def result_stamps() -> Stamps:
+    return {path.name: path.stat().st_mtime_ns for path in RESULTS.glob("middleware_throughput.*")}
+
+
+@pytest.fixture(scope="module")
+def middleware_quick_run() -> tuple[subprocess.CompletedProcess[str], Stamps]:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (Debian package 'wrk'); the throughput benchmark drives load with it")
+    before = result_stamps()
+    return run_quick("middleware_throughput.py", timeout=90), before
+
+
+def test_middleware_throughput_quick_run_reports_req_per_s_and_ratio_for_bare_and_ours(
+    middleware_quick_run: tuple[subprocess.CompletedProcess[str], Stamps],
+) -> None:
+    done, _ = middleware_quick_run
+
+    assert done.returncode == 0, done.stderr
+    for variant in ("bare", "otel_monitoring"):
+        row = re.search(rf"^\| {variant} \| (\d+) \| \d+-\d+ \| (\d+\.\d\d) \|", done.stdout, re.MULTILINE)
+        assert row is not None, f"no figure for {variant} in:\n{done.stdout}"
+        assert int(row.group(1)) > 0 and float(row.group(2)) > 0
+    # Ours passed the check that its /metrics counted every request wrk saw answered.
+    assert re.search(r"^\| otel_monitoring \|.*\| ok \|$", done.stdout, re.MULTILINE), done.stdout
+
+
+def test_middleware_throughput_quick_run_leaves_committed_results_untouched(
+    middleware_quick_run: tuple[subprocess.CompletedProcess[str], Stamps],
+) -> None:
+    done, before = middleware_quick_run
+
+    assert done.returncode == 0, done.stderr
+    assert result_stamps() == before
+
+
+def test_recording_cost_quick_run_reports_ns_per_call_for_every_case() -> None:
+    done = run_quick("recording_cost.py", timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    cases = (
+        "bound counter inc()",
+        "bound histogram observe(v)",
+        "labels(a, b).inc()",
+        "labels(method=a, route=b).inc()",
+        "inc(1, attributes)",
+    )
+    for case in cases:
+        # ours, prometheus_client, the SDK (or n/a where it has no such call), and the ratio
+        row = rf"^\| {re.escape(case)} \| (\d+) \| (\d+) \| (\d+|n/a) \| \d+\.\d\d \|$"
+        match = re.search(row, done.stdout, re.MULTILINE)
+        assert match is not None, f"no figures for {case!r} in:\n{done.stdout}"
+        assert int(match.group(1)) > 0 and int(match.group(2)) > 0
