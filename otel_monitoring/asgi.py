@@ -68,6 +68,7 @@ class HTTPServerMetricsMiddleware:
             method = "_OTHER"
         scheme = scope.get("scheme", "http")
         root_path = scope.get("root_path", "")
+        outer_app = scope.get("app")  # a mounted Starlette app replaces scope["app"] with itself
         active = self._active.labels(method, scheme)
         active.add(1)
         status = 0
@@ -92,19 +93,19 @@ class HTTPServerMetricsMiddleware:
             active.add(-1)
             if not error_type and status >= 500:
                 error_type = str(status)
-            route = _route_template(scope, root_path)
+            route = _route_template(scope, root_path, outer_app)
             self._duration.labels(method, scheme, route, status, error_type).observe(elapsed)
 
 
-def _route_template(scope: Scope, root_path: str) -> str:
+def _route_template(scope: Scope, root_path: str, outer_app: Any) -> str:
     """The matched route's template, with the template of the mount it sits under, if any."""
     route = scope.get("route")
     if route is None:
         return UNMATCHED_ROUTE
     template = str(getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED_ROUTE))
     mounted_at = scope.get("root_path", "")
-    if mounted_at != root_path and "app" in scope:
-        prefix = _mount_template(scope["app"], mounted_at[len(root_path) :])
+    if mounted_at != root_path:
+        prefix = _mount_template(outer_app, mounted_at[len(root_path) :])
         template = prefix + template if prefix else UNMATCHED_ROUTE
     return template
 
@@ -122,7 +123,7 @@ def _mount_template(app: Any, mounted_path: str) -> str:
         for route in routes:
             match = getattr(route, "path_regex", None) and route.path_regex.match(remaining + "/")
             if match and hasattr(route, "routes") and "path" in match.groupdict():
-                template += route.path_format
+                template += route.path_format.removesuffix("/{path}")  # a Mount's own path, convertors dropped
                 rest = match.group("path")
                 remaining = "/" + rest[:-1] if rest else ""
                 routes = route.routes

@@ -71,8 +71,30 @@ def _config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo_command(subparsers: _Subparsers) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="serve the sample service, drive traffic at it and show its metrics",
+        description="Serve the instrumented sample service on 127.0.0.1, drive traffic at it for --duration "
+        "seconds and print what its /metrics says. Stops on Ctrl-C and leaves nothing running.",
+        parents=[_common_options(top_level=False)],
+    )
+    demo.add_argument("--port", type=int, default=8000, help="port of the sample service (default: 8000)")
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds of traffic (default: 20)")
+    demo.add_argument("--rate", type=float, default=50.0, help="requests per second to send (default: 50)")
+    demo.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from otel_monitoring.demo import run_demo
+
+    load_command_settings(args)  # fail fast on bad settings before anything starts
+    report = run_demo(args.port, args.duration, args.rate)
+    return 0 if report.requests > 0 else 1
+
+
 # One entry per command, in the order `--help` lists them.
-_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_config_command,)
+_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_config_command, _add_demo_command)
 
 
 def make_parser() -> argparse.ArgumentParser:

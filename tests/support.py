@@ -66,3 +66,73 @@ def running(
 def uvicorn_argv(app: str, port: int, *extra: str) -> list[str]:
     server = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     return [*server, "--log-level", "warning", *extra]
+
+
+class OTLPRecorder:
+    """A stand-in OTLP/HTTP metrics receiver on 127.0.0.1 that keeps every decoded request.
+
+    The collector sidecar is a later component; here the test only needs to see what the SDK's
+    stock OTLP exporter sent, decoded with the official protobuf bindings.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+            ExportMetricsServiceResponse,
+        )
+
+        recorder = self
+        self.requests: list[ExportMetricsServiceRequest] = []
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                with recorder._lock:
+                    recorder.requests.append(ExportMetricsServiceRequest.FromString(body))
+                reply = ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_port}/v1/metrics"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def points(self, metric_name: str) -> list[tuple[dict[str, str], object, object]]:
+        """(resource attributes, scope, data point) for every point of one metric received so far."""
+        found = []
+        with self._lock:
+            requests = list(self.requests)
+        for request in requests:
+            for resource_metrics in request.resource_metrics:
+                resource = {kv.key: _any_value(kv.value) for kv in resource_metrics.resource.attributes}
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        if metric.name != metric_name:
+                            continue
+                        data = getattr(metric, metric.WhichOneof("data"))
+                        found.extend((resource, scope_metrics.scope, point) for point in data.data_points)
+        return found
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _any_value(value: object) -> str:
+    field = value.WhichOneof("value")  # type: ignore[attr-defined]
+    return str(getattr(value, field)) if field else ""
