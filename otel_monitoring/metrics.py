@@ -43,8 +43,23 @@ __all__ = [
 _DEFAULT_REGISTRY = MetricsRegistry()
 
 
+_pipeline_checked = False
+
+
 def default_registry() -> MetricsRegistry:
     """The process-wide registry that the module-level functions declare into."""
+    return _DEFAULT_REGISTRY
+
+
+def _registry(registry: MetricsRegistry | None) -> MetricsRegistry:
+    global _pipeline_checked
+    if registry is not None:
+        return registry
+    if not _pipeline_checked:
+        _pipeline_checked = True
+        from otel_monitoring.telemetry import start_if_pushing
+
+        start_if_pushing()
     return _DEFAULT_REGISTRY
 
 
@@ -57,7 +72,7 @@ def counter(
     registry: MetricsRegistry | None = None,
 ) -> CounterFamily:
     """Declare (or get again) a counter; ``http_requests_total`` is exposed as ``http_requests_total``."""
-    return (registry or _DEFAULT_REGISTRY).counter(name, description, labelnames, unit)
+    return _registry(registry).counter(name, description, labelnames, unit)
 
 
 def gauge(
@@ -69,7 +84,7 @@ def gauge(
     registry: MetricsRegistry | None = None,
 ) -> GaugeFamily:
     """Declare (or get again) a gauge, with ``inc``, ``dec``, ``set`` and ``track_inprogress``."""
-    return (registry or _DEFAULT_REGISTRY).gauge(name, description, labelnames, unit)
+    return _registry(registry).gauge(name, description, labelnames, unit)
 
 
 def histogram(
@@ -82,4 +97,4 @@ def histogram(
     registry: MetricsRegistry | None = None,
 ) -> HistogramFamily:
     """Declare (or get again) a histogram with ``observe`` and ``time``; buckets default to prometheus_client's."""
-    return (registry or _DEFAULT_REGISTRY).histogram(name, description, labelnames, unit, buckets)
+    return _registry(registry).histogram(name, description, labelnames, unit, buckets)

@@ -41,9 +41,10 @@ from otel_monitoring import __version__
 from otel_monitoring._access import MetricsAccessPolicy
 from otel_monitoring._bridge import MetricsProcessor, RecordingBridge
 from otel_monitoring._instruments import MetricsRegistry
+from otel_monitoring.pushgateway import PushgatewayPusher, start_pushgateway
 from otel_monitoring.settings import OTLPConfig, Settings
 
-__all__ = ["Telemetry", "create_resource", "get_telemetry", "set_telemetry", "shutdown_telemetry"]
+__all__ = ["Telemetry", "create_resource", "get_telemetry", "set_telemetry", "shutdown_telemetry", "start_if_pushing"]
 
 _logger = logging.getLogger(__name__)
 SCOPE = InstrumentationScope("otel_monitoring", __version__)
@@ -131,6 +132,7 @@ class Telemetry:
         self._pid = os.getpid()
         weak_after_fork = weakref.WeakMethod(self._after_fork_in_child)
         os.register_at_fork(after_in_child=lambda: (method := weak_after_fork()) and method())
+        self.pushgateway_pusher: PushgatewayPusher | None = start_pushgateway(self) if start_exporters else None
 
     def _after_fork_in_child(self) -> None:
         """Keep a forked worker (gunicorn ``--preload``) exporting, as a process of its own.
@@ -154,6 +156,8 @@ class Telemetry:
                 self.settings.exporters.prometheus_port,
             )
             self._standalone_server = None
+        if self.pushgateway_pusher is not None:
+            self.pushgateway_pusher.reset_after_fork()
 
     def _exporter_readers(self, exporters: Sequence[str]) -> list[MetricReader]:
         interval = self.settings.exporters.export_interval_ms
@@ -188,6 +192,8 @@ class Telemetry:
         server = self._standalone_server
         if server is not None:
             server.shutdown()  # type: ignore[attr-defined]
+        if self.pushgateway_pusher is not None:
+            self.pushgateway_pusher.stop(final_push=True)  # before the readers stop, so it still has values
         self.meter_provider.shutdown()
 
 
@@ -206,6 +212,18 @@ def get_telemetry() -> Telemetry:
 
                 _telemetry = Telemetry(config.get_settings(), default_registry())
     return _telemetry
+
+
+def start_if_pushing() -> None:
+    """Build the pipeline now when a Pushgateway is configured: a batch job that only records must still push.
+
+    Called on the first declaration in the default registry and by ``config.configure_exporter``;
+    otherwise the pipeline is built lazily, by the first scrape or ``exporter.push()``.
+    """
+    from otel_monitoring import config
+
+    if _telemetry is None and config.get_settings().pushgateway.url:
+        get_telemetry()
 
 
 def set_telemetry(telemetry: Telemetry) -> None:

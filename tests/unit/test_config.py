@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_monitoring import config
+from otel_monitoring import config, telemetry
 from otel_monitoring.config import SettingsStore
 from otel_monitoring.settings import Settings, SettingsError
 
@@ -279,19 +279,26 @@ def test_concurrent_changes_from_many_threads_are_all_recorded() -> None:
 def test_module_functions_act_on_the_process_wide_store(monkeypatch: pytest.MonkeyPatch) -> None:
     # Swap in a fresh store (not os.environ) so the test does not leak state into others.
     monkeypatch.setattr(config, "_store", SettingsStore(environ={}))
+    monkeypatch.setattr(telemetry, "_telemetry", None)
     seen: list[Settings] = []
     config.add_settings_listener(seen.append)
 
-    config.set_metrics_retention(days=15)
-    config.configure_exporter(push_gateway="http://pushgateway:9091", job_name="aiagency-core")
-    config.configure_alerts(slack_webhook="https://hooks.slack.com/services/T/B/x", email="alerts@aiagency.com")
+    try:
+        config.set_metrics_retention(days=15)
+        config.configure_exporter(push_gateway="http://127.0.0.1:9", job_name="aiagency-core")
+        config.configure_alerts(slack_webhook="https://hooks.slack.com/services/T/B/x", email="alerts@aiagency.com")
 
-    settings = config.get_settings()
-    assert settings.pushgateway.job_name == "aiagency-core"
-    assert settings.alerting.email == ["alerts@aiagency.com"]
-    assert len(seen) == 3
-    assert config.reload_settings().pushgateway.url == "http://pushgateway:9091"
-    assert len(seen) == 4
+        settings = config.get_settings()
+        assert settings.pushgateway.job_name == "aiagency-core"
+        assert settings.alerting.email == ["alerts@aiagency.com"]
+        assert len(seen) == 3
+        assert config.reload_settings().pushgateway.url == "http://127.0.0.1:9"
+        assert len(seen) == 4
+        # Configuring a gateway starts the pipeline, so a batch job that only records still pushes.
+        built = telemetry._telemetry
+        assert built is not None and built.pushgateway_pusher is not None and built.pushgateway_pusher.running
+    finally:
+        telemetry.shutdown_telemetry()
 
 
 def test_docstring_examples_run() -> None:
