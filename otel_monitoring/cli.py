@@ -86,9 +86,11 @@ def _add_demo_command(subparsers: _Subparsers) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    load_command_settings(args)  # fail fast on bad settings, before the sample service declares anything
+    from otel_monitoring import config
     from otel_monitoring.demo import run_demo
 
-    load_command_settings(args)  # fail fast on bad settings before anything starts
+    config.reload_settings(getattr(args, "config", None))  # the service's pipeline uses the same file
     report = run_demo(args.port, args.duration, args.rate)
     return 0 if report.requests > 0 else 1
 
