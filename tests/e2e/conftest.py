@@ -8,8 +8,6 @@ A Prometheus or Alertmanager fixture is one more ``start_debian_server`` call be
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, stop_process_group
 
 PUSHGATEWAY_BINARY = Path("/usr/bin/prometheus-pushgateway")
 
@@ -89,13 +87,7 @@ def start_debian_server(
         _wait_until_ready(server, ready_path, timeout)
         yield server
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="session")
