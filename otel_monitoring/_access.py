@@ -55,6 +55,8 @@ class MetricsAccessPolicy:
             address = ipaddress.ip_address(client_host)
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:10.1.2.3 from a dual-stack listener is 10.1.2.3
         return any(address in network for network in self._networks)
 
 

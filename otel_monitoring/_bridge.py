@@ -184,6 +184,7 @@ def _histogram_points(family: HistogramFamily, now: int, delta: _DeltaState | No
         if delta is not None:
             current = (counts, total)
             change = _delta_since(delta, family.name, s.label_values, start, now, current, _histogram_difference)
+            minimum, maximum = s.cell.take_interval_extremes()  # one delta reader per process is the norm
             if change is None:
                 continue
             start, (counts, total) = change

@@ -105,11 +105,15 @@ class GaugeCell(_Cell):
             self._release()
 
     def set(self, value: float) -> None:
-        # A single attribute store is atomic under the GIL; float() rejects non-numbers here, not at export.
-        self._value = float(value)
+        number = float(value)  # rejects non-numbers here, not at export time
+        self._acquire()  # so a set() never lands between the read and the write of a concurrent inc()
+        try:
+            self._value = number
+        finally:
+            self._release()
 
     def set_to_current_time(self) -> None:
-        self._value = time.time()
+        self.set(time.time())
 
     def track_inprogress(self) -> _InProgress:
         """Count the calls in progress: a context manager and a decorator.
@@ -126,15 +130,15 @@ class GaugeCell(_Cell):
 class HistogramCell(_Cell):
     """Bucket counts, sum, min and max of observed values, with explicit upper bounds (``le``)."""
 
-    __slots__ = ("_bounds", "_counts", "_max", "_min", "_sum")
+    __slots__ = ("_bounds", "_counts", "_interval_max", "_interval_min", "_max", "_min", "_sum")
 
     def __init__(self, start_time_ns: int, bounds: Sequence[float]) -> None:
         super().__init__(start_time_ns)
         self._bounds = tuple(bounds)
         self._counts = [0] * (len(self._bounds) + 1)
         self._sum = 0.0
-        self._min = float("inf")
-        self._max = float("-inf")
+        self._min = self._interval_min = float("inf")
+        self._max = self._interval_max = float("-inf")
 
     def observe(self, value: float) -> None:
         """Record one value; buckets are cumulative upper bounds, so ``value == bound`` counts in that bucket."""
@@ -143,10 +147,25 @@ class HistogramCell(_Cell):
         try:
             self._counts[index] += 1
             self._sum += value
-            if value < self._min:
-                self._min = value
-            if value > self._max:
-                self._max = value
+            # Lifetime extremes for cumulative readers, extremes since the last delta collection for delta ones.
+            if value < self._interval_min:
+                self._interval_min = value
+                if value < self._min:
+                    self._min = value
+            if value > self._interval_max:
+                self._interval_max = value
+                if value > self._max:
+                    self._max = value
+        finally:
+            self._release()
+
+    def take_interval_extremes(self) -> tuple[float, float]:
+        """Min and max observed since the previous call (for a delta reader), and start a new interval."""
+        self._acquire()
+        try:
+            extremes = self._interval_min, self._interval_max
+            self._interval_min, self._interval_max = float("inf"), float("-inf")
+            return extremes
         finally:
             self._release()
 

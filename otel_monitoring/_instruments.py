@@ -16,12 +16,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from opentelemetry.exporter.prometheus._mapping import map_unit  # the exporter's own unit-suffix rule
+# The exporter's own translation rules, so what the registry checks is what Prometheus will receive.
+from opentelemetry.exporter.prometheus._mapping import (
+    map_unit,
+    sanitize_attribute,
+    sanitize_full_name,
+)  # the exporter's own rules
 
 from otel_monitoring._cells import CounterCell, GaugeCell, HistogramCell, UpDownCounterCell
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "DEFAULT_CARDINALITY_LIMIT",
+    "OVERFLOW_ATTRIBUTES",
     "CounterFamily",
     "GaugeFamily",
     "HistogramFamily",
@@ -29,6 +36,12 @@ __all__ = [
     "MetricsRegistry",
     "UpDownCounterFamily",
 ]
+
+# Distinct label sets per metric before new ones go to the overflow series, as the OpenTelemetry SDK's default.
+DEFAULT_CARDINALITY_LIMIT = 2000
+# The OpenTelemetry SDK's overflow attribute; Prometheus shows it as otel_metric_overflow="true".
+OVERFLOW_ATTRIBUTES = {"otel.metric.overflow": True}
+OVERFLOW_LABEL_VALUES = ("\x00overflow",)  # a key no caller can pass: label values are str() of something
 
 # prometheus_client's default buckets, in seconds, so that code moved from it keeps its histograms.
 DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -38,7 +51,8 @@ _PROMETHEUS_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # https://opentelemetry.io/docs/specs/otel/metrics/api/#instrument-name-syntax
 _OTEL_INSTRUMENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-/]{0,254}$")
 _OTEL_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_PROMETHEUS_INVALID_CHARS = re.compile(r"[^a-zA-Z0-9_:]+")
+# Names the exposition itself uses (the resource's info metric).
+_RESERVED_SAMPLE_NAMES = frozenset({"target_info", "otel_scope_info"})
 
 CellT = TypeVar("CellT", CounterCell, GaugeCell, HistogramCell, UpDownCounterCell)
 Clock = Callable[[], int]
@@ -71,8 +85,11 @@ class _Family(Generic[CellT]):
         clock: Clock,
         *,
         typed_values: bool = False,
+        cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
     ) -> None:
         self.name = name
+        self.cardinality_limit = cardinality_limit
+        self._overflow: Series[CellT] | None = None
         self.description = description
         self.unit = unit
         self.labelnames = labelnames
@@ -134,6 +151,12 @@ class _Family(Generic[CellT]):
         label_values = key if self._typed_values else tuple(str(value) for value in key)
         with self._lock:
             series = self._series.get(label_values)
+            if series is None and len(self._series) >= self.cardinality_limit:
+                # Past the limit, new label sets share one overflow series (the OpenTelemetry SDK's convention)
+                # and are not remembered, so a burst of distinct values cannot grow memory.
+                if self._overflow is None:
+                    self._overflow = Series(OVERFLOW_LABEL_VALUES, dict(OVERFLOW_ATTRIBUTES), self._create_cell())
+                return self._overflow.cell
             if series is None:
                 # Empty values are left out, as Prometheus treats an empty label as an absent one.
                 attributes = {
@@ -141,7 +164,10 @@ class _Family(Generic[CellT]):
                 }
                 series = Series[CellT](label_values, attributes, self._create_cell())
                 self._series[label_values] = series
-            self._lookup[key] = series.cell
+            # Only string keys are remembered as given: True == 1 == 1.0 as dict keys, but they are the
+            # different labels "True", "1" and "1.0". Other values take this slower path on every call.
+            if self._typed_values or all(type(value) is str for value in key):
+                self._lookup[key] = series.cell
             return series.cell
 
     def remove(self, *values: Any) -> None:
@@ -158,6 +184,7 @@ class _Family(Generic[CellT]):
             if self.labelnames:
                 self._series.clear()
                 self._lookup = {}
+                self._overflow = None
 
     def reset_locks(self) -> None:
         self._lock = threading.Lock()
@@ -165,9 +192,12 @@ class _Family(Generic[CellT]):
             series.cell.reset_lock()
 
     def series(self) -> list[Series[CellT]]:
-        """A snapshot of the live series, safe to iterate while other threads record."""
+        """A snapshot of the live series (the overflow series last), safe to iterate while other threads record."""
         with self._lock:
-            return list(self._series.values())
+            live: list[Series[CellT]] = list(self._series.values())
+            if self._overflow is not None:
+                live.append(self._overflow)
+            return live
 
 
 class CounterFamily(_Family[CounterCell]):
@@ -248,9 +278,12 @@ class HistogramFamily(_Family[HistogramCell]):
         *,
         buckets: tuple[float, ...],
         typed_values: bool = False,
+        cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
     ) -> None:
         self.buckets = buckets
-        super().__init__(name, description, unit, labelnames, clock, typed_values=typed_values)
+        super().__init__(
+            name, description, unit, labelnames, clock, typed_values=typed_values, cardinality_limit=cardinality_limit
+        )
 
     def _create_cell(self) -> HistogramCell:
         return HistogramCell(self._clock(), self.buckets)
@@ -274,11 +307,16 @@ class MetricsRegistry:
     """Owns declared metrics; declaring the same metric twice returns the first declaration.
 
     Every component takes a registry and defaults to the process-wide one, so tests use a fresh
-    ``MetricsRegistry()`` each. ``clock`` gives start timestamps in Unix nanoseconds.
+    ``MetricsRegistry()`` each. ``clock`` gives start timestamps in Unix nanoseconds. Each metric keeps at
+    most ``cardinality_limit`` label sets; past it, new sets are recorded into one overflow series labelled
+    ``otel_metric_overflow="true"``.
     """
 
-    def __init__(self, clock: Clock = time.time_ns) -> None:
+    def __init__(self, clock: Clock = time.time_ns, cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT) -> None:
+        if cardinality_limit < 1:
+            raise ValueError(f"cardinality_limit must be at least 1 (got {cardinality_limit})")
         self._clock = clock
+        self._cardinality_limit = cardinality_limit
         self._families: dict[str, Family] = {}
         self._exposed: dict[str, str] = {}  # Prometheus sample name -> the metric that exposes it
         self._lock = threading.Lock()
@@ -357,12 +395,16 @@ class MetricsRegistry:
                 return _same_declaration(existing, family_type, name, labels, unit, extra)
             exposed = _exposed_names(family_type.kind, name, unit)
             for sample in exposed:
+                if sample in _RESERVED_SAMPLE_NAMES:
+                    raise MetricConflictError(f"metric {name!r} would expose {sample!r}, which the exposition reserves")
                 owner = self._exposed.get(sample)
                 if owner is not None:
                     raise MetricConflictError(
                         f"metric {name!r} would expose {sample!r}, which metric {owner!r} already exposes"
                     )
-            family = family_type(name, description, unit, labels, self._clock, **extra)
+            family = family_type(
+                name, description, unit, labels, self._clock, cardinality_limit=self._cardinality_limit, **extra
+            )
             self._families[name] = family
             self._exposed.update(dict.fromkeys(exposed, name))
             return family
@@ -391,11 +433,15 @@ def _validate_declaration(kind: str, name: str, labels: tuple[str, ...], unit: s
         return
     if not isinstance(name, str) or not _PROMETHEUS_METRIC_NAME.match(name):
         raise ValueError(f"invalid metric name {name!r}: Prometheus needs [a-zA-Z_:][a-zA-Z0-9_:]*")
+    if sanitize_full_name(name) != name:
+        raise ValueError(f"metric name {name!r} would be exposed as {sanitize_full_name(name)!r}; use that name")
     for label in labels:
         if not isinstance(label, str) or not _PROMETHEUS_LABEL_NAME.match(label) or label.startswith("__"):
             raise ValueError(
                 f"{name}: invalid label name {label!r}: Prometheus needs [a-zA-Z_][a-zA-Z0-9_]* not starting with __"
             )
+        if sanitize_attribute(label) != label:
+            raise ValueError(f"{name}: label name {label!r} would be exposed as {sanitize_attribute(label)!r}")
     if len(set(labels)) != len(labels):
         raise ValueError(f"{name}: label names repeat: {list(labels)}")
     if kind == "histogram" and "le" in labels:
@@ -422,7 +468,7 @@ def _validate_buckets(name: str, buckets: Iterable[float]) -> tuple[float, ...]:
 
 def _exposed_names(kind: str, name: str, unit: str) -> set[str]:
     """The sample names Prometheus will see, to refuse two metrics that would expose the same one."""
-    base = _PROMETHEUS_INVALID_CHARS.sub("_", name)
+    base = sanitize_full_name(name)
     suffix = map_unit(unit) if unit else ""
     if kind == "counter":
         base = base.removesuffix("_total")

@@ -15,6 +15,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from otel_monitoring._instruments import MetricsRegistry
+from otel_monitoring.metrics import default_registry
+from otel_monitoring.telemetry import start_if_exporting
 
 __all__ = ["HTTPServerMetricsMiddleware"]
 
@@ -24,6 +26,8 @@ _DURATION_ATTRIBUTES = ("http.request.method", "url.scheme", "http.route", "http
 _ACTIVE_ATTRIBUTES = ("http.request.method", "url.scheme")
 # Requests no route matched share one value, so scanners probing random paths add no series.
 UNMATCHED_ROUTE = ""
+_RECORDED = "otel_monitoring.recorded"  # scope key: set by the middleware that records this request
+_NO_FASTAPI: dict[str, Any] = {}
 
 
 class HTTPServerMetricsMiddleware:
@@ -44,7 +48,6 @@ class HTTPServerMetricsMiddleware:
         self.app = app
         if registry is None or buckets is None or excluded_paths is None:
             from otel_monitoring import config
-            from otel_monitoring.metrics import default_registry
 
             settings = config.get_settings().http
             registry = registry or default_registry()
@@ -57,18 +60,23 @@ class HTTPServerMetricsMiddleware:
         self._active = registry.semconv_updowncounter(
             "http.server.active_requests", "Number of active HTTP server requests.", _ACTIVE_ATTRIBUTES, "{request}"
         )
+        if registry is default_registry():
+            start_if_exporting()  # a service exporting OTLP must not wait for a scrape that never comes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._excluded:
+        if scope["type"] != "http" or scope["path"] in self._excluded or _RECORDED in scope:
+            # A mounted sub-app has its own middleware stack (under opentelemetry-instrument, our middleware
+            # too): the outermost one records the request, once.
             await self.app(scope, receive, send)
             return
+        scope[_RECORDED] = True
         # Hot path: written for speed on purpose (local names, one closure, no per-request dicts).
         method = scope["method"]
         if method not in _KNOWN_METHODS:
             method = "_OTHER"
         scheme = scope.get("scheme", "http")
         root_path = scope.get("root_path", "")
-        outer_app = scope.get("app")  # a mounted Starlette app replaces scope["app"] with itself
+        outer_app = scope.get("app") or self.app  # a mounted Starlette app replaces scope["app"] with itself
         active = self._active.labels(method, scheme)
         active.add(1)
         status = 0
@@ -93,21 +101,30 @@ class HTTPServerMetricsMiddleware:
             active.add(-1)
             if not error_type and status >= 500:
                 error_type = str(status)
-            route = _route_template(scope, root_path, outer_app)
+            route = _route_template(scope, root_path, outer_app, status)
             self._duration.labels(method, scheme, route, status, error_type).observe(elapsed)
 
 
-def _route_template(scope: Scope, root_path: str, outer_app: Any) -> str:
-    """The matched route's template, with the template of the mount it sits under, if any."""
+def _route_template(scope: Scope, root_path: str, outer_app: Any, status: int) -> str:
+    """The matched route's template, with the template of the mounts it sits under, if any."""
     route = scope.get("route")
     if route is None:
         return UNMATCHED_ROUTE
-    template = str(getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED_ROUTE))
+    prefix = ""
     mounted_at = scope.get("root_path", "")
     if mounted_at != root_path:
         prefix = _mount_template(outer_app, mounted_at[len(root_path) :])
-        template = prefix + template if prefix else UNMATCHED_ROUTE
-    return template
+        if not prefix:
+            return UNMATCHED_ROUTE
+    if hasattr(route, "routes"):
+        # The last match was a mount (static files, or a sub-app none of whose routes matched): its own
+        # prefix is already in root_path, so the template is the prefix and whatever path follows it.
+        return prefix + "/{path}" if status != 404 else UNMATCHED_ROUTE
+    # FastAPI serves an included router's route as the original object, without the include prefix;
+    # its effective route context carries the full template.
+    effective = scope.get("fastapi", _NO_FASTAPI).get("effective_route_context")
+    template = getattr(effective, "path_format", None) or getattr(route, "path_format", None)
+    return prefix + str(template or getattr(route, "path", UNMATCHED_ROUTE))
 
 
 @functools.lru_cache(maxsize=512)

@@ -224,9 +224,9 @@ def configure_exporter(
     >>> configure_exporter(push_gateway="http://pushgateway:9091", job_name="aiagency-core")  # doctest: +SKIP
     """
     _store.configure_exporter(push_gateway, job_name, interval_seconds)
-    from otel_monitoring.telemetry import start_if_pushing  # late: telemetry imports this module
+    from otel_monitoring.telemetry import start_if_exporting  # late: telemetry imports this module
 
-    start_if_pushing()
+    start_if_exporting()
 
 
 def configure_alerts(slack_webhook: str | None = None, email: str | list[str] | None = None) -> None:

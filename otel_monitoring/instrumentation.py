@@ -9,6 +9,7 @@ app alone when its author already added the middleware by hand.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -19,6 +20,7 @@ from otel_monitoring.asgi import HTTPServerMetricsMiddleware
 __all__ = ["StarletteMiddlewareInstrumentor"]
 
 _ORIGINAL = "_otel_monitoring_original_build_middleware_stack"
+_logger = logging.getLogger(__name__)
 
 
 def _patched_classes() -> list[type]:
@@ -45,7 +47,12 @@ def _instrumented(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         stack = original(app)
         if any(getattr(m, "cls", None) is HTTPServerMetricsMiddleware for m in getattr(app, "user_middleware", ())):
             return stack
-        return HTTPServerMetricsMiddleware(stack)
+        try:
+            return HTTPServerMetricsMiddleware(stack)
+        except Exception:
+            # Telemetry never breaks the app: without the middleware the app still serves every request.
+            _logger.warning("could not add the HTTP metrics middleware to %r; serving without it", app, exc_info=True)
+            return stack
 
     return build_middleware_stack
 

@@ -57,9 +57,9 @@ def _registry(registry: MetricsRegistry | None) -> MetricsRegistry:
         return registry
     if not _pipeline_checked:
         _pipeline_checked = True
-        from otel_monitoring.telemetry import start_if_pushing
+        from otel_monitoring.telemetry import start_if_exporting
 
-        start_if_pushing()
+        start_if_exporting()
     return _DEFAULT_REGISTRY
 
 

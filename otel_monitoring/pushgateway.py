@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
-import socket
 import threading
 import weakref
 from collections.abc import Callable
@@ -118,22 +116,19 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _default_instance(telemetry: Telemetry) -> str:
-    """The ``instance`` grouping label: which process of the job these metrics come from.
+def _grouping_key(telemetry: Telemetry) -> dict[str, str]:
+    """The grouping key beside ``job``: none by default, as the Pushgateway's guidance for batch jobs asks.
 
-    The Pushgateway keeps one group per grouping key and a PUT replaces the whole group, so with ``job``
-    alone two processes of one job (gunicorn workers, replicas, overlapping runs) would overwrite each
-    other's values on every push and Prometheus would see counters jump between them. ``hostname:pid``
-    is unique among live processes, readable in Grafana, and a forked worker gets its own because it is
-    computed at push time. The price is one group per run that stays until deleted; a job that wants
-    each run to replace the previous one sets a fixed ``service.instance.id`` in
-    ``OTEL_RESOURCE_ATTRIBUTES``, which is used as is (unless this is a forked worker, which the
-    pipeline has already given an id of its own).
+    A PUT replaces the whole group, so each run of a job replaces the previous run's values and nothing
+    stale piles up (a per-process key would leave one group per run behind forever). The price: two
+    processes pushing the same job at once overwrite each other, so a job that runs as several processes
+    sets a distinct ``service.instance.id`` in ``OTEL_RESOURCE_ATTRIBUTES`` for each, which becomes the
+    ``instance`` label. Long-running services are better scraped, or export OTLP to the collector sidecar.
     """
     configured = telemetry.settings.service.resource_attributes.get("service.instance.id")
     if configured and telemetry.resource.attributes.get("service.instance.id") == configured:
-        return configured
-    return f"{socket.gethostname()}:{os.getpid()}"
+        return {"instance": configured}
+    return {}
 
 
 class PushgatewayPusher:
@@ -285,7 +280,7 @@ class PushgatewayPusher:
                     gateway.url,
                     job=config.job_name,
                     registry=self._telemetry.prometheus_registry,
-                    grouping_key={"instance": _default_instance(self._telemetry)},
+                    grouping_key=_grouping_key(self._telemetry),
                     timeout=config.timeout_seconds,
                     handler=gateway.handler,
                 )

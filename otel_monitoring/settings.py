@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import logging
 import os
 import re
@@ -484,6 +485,49 @@ class HTTPServerConfig(_Section):
     """Request paths that are not measured."""
 
 
+def _parse_json_object(value: object) -> object:
+    # The processors section is nested; in the environment it is written as one JSON object.
+    if isinstance(value, str):
+        parsed = json.loads(value)
+        if not isinstance(parsed, dict):
+            raise ValueError("not a JSON object")
+        return parsed
+    return value
+
+
+def _check_key_length(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < 16:
+        raise ValueError("too short")
+    return value
+
+
+class ProcessingConfig(_Section):
+    """Processing of every data point before any exporter sees it (``processors/``), as in the OpenTelemetry
+    Collector: ``processors`` maps component ids (``type[/name]``) to their configs, ``pipeline`` lists ids in order.
+    Each component's config is checked when the pipeline is built."""
+
+    processors: Annotated[
+        dict[str, Any],
+        BeforeValidator(_parse_json_object),
+        _env("OTEL_MONITORING_PROCESSORS", valid="a JSON object of component id to config"),
+    ] = Field(default_factory=dict)
+    """Component configs by id, e.g. ``{"aggregate/no_pod": {"rules": [...]}}``; unlisted types use defaults."""
+
+    pipeline: Annotated[
+        list[_Text] | None,
+        BeforeValidator(_split_commas),
+        _env("OTEL_MONITORING_PIPELINE", valid="component ids such as sanitize or aggregate/no_pod"),
+    ] = None
+    """Component ids in the order they run; unset means the default pipeline (docs/processors.md)."""
+
+    pseudonym_key: Annotated[
+        _Secret | None,
+        AfterValidator(_check_key_length),
+        _env("OTEL_MONITORING_PSEUDONYM_KEY", valid="a secret of at least 16 characters"),
+    ] = None
+    """Key of the HMAC that turns customer and user ids into stable pseudonyms; without it, a random key per process."""
+
+
 _USERNAME_PATH = "metrics_endpoint.basic_auth_username"
 _PASSWORD_PATH = "metrics_endpoint.basic_auth_password"  # noqa: S105 - a settings path, not a password
 
@@ -520,6 +564,9 @@ class Settings(_Section):
 
     http: HTTPServerConfig = Field(default_factory=HTTPServerConfig)
     """HTTP server instrumentation."""
+
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+    """Sanitizing, aggregation, cardinality limits and business metrics before export."""
 
     _origins: dict[str, _Origin] = PrivateAttr(default_factory=dict)
 
@@ -624,8 +671,17 @@ class _Entry:
     origin: _Origin
 
 
+# user:password@ in a URL (a Pushgateway behind basic auth, say) is a secret even in a plain URL setting.
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]*@")
+
+
+def hide_url_password(text: str) -> str:
+    """``http://user:secret@host`` -> ``http://user:********@host``, for anything printed or logged."""
+    return _URL_PASSWORD.sub(r"\1" + MASK + "@", text)
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = hide_url_password(repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -821,6 +877,8 @@ def _plain(leaf: _Leaf, value: Any) -> Any:
         return dict.fromkeys(value, MASK)
     if isinstance(value, list | dict):
         return value.copy()
+    if isinstance(value, str):
+        return hide_url_password(value)
     return value
 
 

@@ -28,9 +28,13 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
+    Metric,
     MetricExporter,
     MetricReader,
+    MetricsData,
     PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
@@ -43,8 +47,17 @@ from otel_monitoring._bridge import MetricsProcessor, RecordingBridge
 from otel_monitoring._instruments import MetricsRegistry
 from otel_monitoring.pushgateway import PushgatewayPusher, start_pushgateway
 from otel_monitoring.settings import OTLPConfig, Settings
+from processors import DEFAULT_PIPELINE, Pipeline, PipelineConfigError, ProcessorContext, build_pipeline
 
-__all__ = ["Telemetry", "create_resource", "get_telemetry", "set_telemetry", "shutdown_telemetry", "start_if_pushing"]
+__all__ = [
+    "Telemetry",
+    "create_pipeline",
+    "create_resource",
+    "get_telemetry",
+    "set_telemetry",
+    "shutdown_telemetry",
+    "start_if_exporting",
+]
 
 _logger = logging.getLogger(__name__)
 SCOPE = InstrumentationScope("otel_monitoring", __version__)
@@ -61,6 +74,33 @@ def _seconds_histogram_view(buckets: Sequence[float]) -> View:
     # The SDK's default buckets (0, 5, 10, ... 10000) suit milliseconds; every duration in seconds,
     # from any instrumentation, gets the semantic-convention buckets instead.
     return View(instrument_type=Histogram, instrument_unit="s", aggregation=ExplicitBucketHistogramAggregation(buckets))
+
+
+def _drop_duplicate_http_server_metrics(registry: MetricsRegistry) -> MetricsProcessor:
+    """FastAPI (0.16x) records ``http.server.*`` itself once a global MeterProvider exists. Where our middleware
+    records them too, FastAPI's copy is dropped, so every request is counted once, with our route templates.
+
+    (A View cannot do it: the seconds-bucket view matches FastAPI's histogram too, and the SDK then keeps
+    one stream per matching view.)
+    """
+
+    def drop(data: MetricsData) -> MetricsData:
+        if registry.get("http.server.request.duration") is None:
+            return data
+        resource_metrics = []
+        for rm in data.resource_metrics:
+            scopes = [
+                sm if sm.scope.name != "fastapi" else ScopeMetrics(sm.scope, _non_http(sm.metrics), sm.schema_url)
+                for sm in rm.scope_metrics
+            ]
+            resource_metrics.append(ResourceMetrics(rm.resource, scopes, rm.schema_url))
+        return MetricsData(resource_metrics)
+
+    return drop
+
+
+def _non_http(metrics: Sequence[Metric]) -> list[Metric]:
+    return [metric for metric in metrics if not metric.name.startswith("http.server.")]
 
 
 def _otlp_temporality(preference: str) -> dict[type, AggregationTemporality]:
@@ -89,11 +129,29 @@ def _create_otlp_exporter(otlp: OTLPConfig) -> MetricExporter:
     )
 
 
+def create_pipeline(settings: Settings, registry: MetricsRegistry, *, strict: bool = False) -> Pipeline:
+    """The processing pipeline from ``settings.processing``; its own metrics go to ``registry``.
+
+    Inside a host application a bad pipeline logs one warning and the default pipeline runs instead,
+    so personal data stays sanitized; ``strict`` (the CLI) raises ``PipelineConfigError``.
+    """
+    processing = settings.processing
+    secrets = {"pseudonym_key": processing.pseudonym_key.get_secret_value()} if processing.pseudonym_key else {}
+    context = ProcessorContext(registry=registry, secrets=secrets)
+    try:
+        return build_pipeline(processing.processors, processing.pipeline, context)
+    except PipelineConfigError as error:
+        if strict:
+            raise
+        _logger.warning("%s; using the default pipeline %s", error, ", ".join(DEFAULT_PIPELINE))
+        return build_pipeline({}, None, context)
+
+
 class Telemetry:
     """A MeterProvider whose readers export both the SDK's instruments and the facade's metrics.
 
-    ``extra_readers`` lets tests add an ``InMemoryMetricReader``; ``processor`` is the export-time
-    processing hook applied before any reader sees the data.
+    ``extra_readers`` lets tests add an ``InMemoryMetricReader``; ``processor`` replaces the processing
+    pipeline built from ``settings.processing`` (tests pass an identity function to see raw data).
     """
 
     def __init__(
@@ -122,6 +180,12 @@ class Telemetry:
             metric_readers=readers,
             views=[_seconds_histogram_view(settings.http.duration_buckets)],
         )
+        self.pipeline: Pipeline | None = None
+        if processor is None:
+            self.pipeline = create_pipeline(settings, registry)
+            self.pipeline.start()
+            deduplicate, run_pipeline = _drop_duplicate_http_server_metrics(registry), self.pipeline.process
+            processor = lambda data: run_pipeline(deduplicate(data))  # noqa: E731 - the two steps, in order
         self.bridge = RecordingBridge(registry, self.resource, SCOPE, process=processor)
         for reader in readers:
             self.bridge.attach(reader)
@@ -162,7 +226,14 @@ class Telemetry:
     def _exporter_readers(self, exporters: Sequence[str]) -> list[MetricReader]:
         interval = self.settings.exporters.export_interval_ms
         readers: list[MetricReader] = []
-        if "otlp" in exporters:
+        protocol = self.settings.exporters.otlp.protocol
+        if "otlp" in exporters and protocol != "http/protobuf":
+            _logger.warning(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported here (only http/protobuf); metrics are not sent "
+                "over OTLP until it is http/protobuf",
+                protocol,
+            )
+        elif "otlp" in exporters:
             otlp = _create_otlp_exporter(self.settings.exporters.otlp)
             readers.append(PeriodicExportingMetricReader(otlp, export_interval_millis=interval))
         if "console" in exporters:
@@ -195,6 +266,8 @@ class Telemetry:
         if self.pushgateway_pusher is not None:
             self.pushgateway_pusher.stop(final_push=True)  # before the readers stop, so it still has values
         self.meter_provider.shutdown()
+        if self.pipeline is not None:
+            self.pipeline.shutdown()
 
 
 _lock = threading.Lock()
@@ -214,15 +287,19 @@ def get_telemetry() -> Telemetry:
     return _telemetry
 
 
-def start_if_pushing() -> None:
-    """Build the pipeline now when a Pushgateway is configured: a batch job that only records must still push.
+def start_if_exporting() -> None:
+    """Build the pipeline now when something must be sent without being asked: a Pushgateway, or an
+    exporter named in ``OTEL_METRICS_EXPORTER``. Otherwise it is built by the first scrape or push.
 
-    Called on the first declaration in the default registry and by ``config.configure_exporter``;
-    otherwise the pipeline is built lazily, by the first scrape or ``exporter.push()``.
+    Called on the first declaration in the default registry, by the HTTP middleware and by
+    ``config.configure_exporter``, so a service that only records still exports.
     """
     from otel_monitoring import config
 
-    if _telemetry is None and config.get_settings().pushgateway.url:
+    if _telemetry is not None:
+        return
+    settings = config.get_settings()
+    if settings.pushgateway.url or set(settings.exporters.metrics or ()) - {"none"}:
         get_telemetry()
 
 

@@ -14,13 +14,14 @@ from tests.support import free_port, running
 INSTRUMENT = str(Path(sys.executable).parent / "opentelemetry-instrument")
 
 
-def route_counts(exposition: str) -> dict[str, float]:
-    return {
-        sample.labels.get("http_route", ""): sample.value
+def route_counts(exposition: str) -> list[tuple[str, float]]:
+    """(route, count) of every request-duration series, duplicates kept so a double count shows."""
+    return [
+        (sample.labels.get("http_route", ""), sample.value)
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
         if sample.name == "http_server_request_duration_seconds_count"
-    }
+    ]
 
 
 @pytest.mark.skipif(not Path(INSTRUMENT).exists(), reason="opentelemetry-instrument is not installed")
@@ -53,7 +54,9 @@ def test_uninstrumented_fastapi_app_serves_http_metrics_with_route_templates() -
             assert httpx.get(f"{base}/users/{user}/orders/7").status_code == 200
         exposition = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
 
-    assert route_counts(exposition)["/users/{user_id}/orders/{order_id}"] == 3
+    counts = route_counts(exposition)
+    assert [count for route, count in counts if route == "/users/{user_id}/orders/{order_id}"] == [3]
+    assert sum(count for _, count in counts) == 4  # the three requests and the readiness probe, each counted once
     assert not any(f"/users/{user}/" in exposition for user in range(3))
     assert 'service_name="orders"' in exposition  # target_info carries the resource
     bucket_bounds = {

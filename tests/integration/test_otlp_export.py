@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otel_monitoring.metrics import MetricsRegistry
 from otel_monitoring.settings import load_settings
 from otel_monitoring.telemetry import Telemetry
-from tests.support import OTLPRecorder
+from tests.support import OTLPRecorder, free_port, running, uvicorn_argv
 
 
 @pytest.fixture
@@ -80,3 +82,28 @@ def test_delta_otlp_export_sends_changes_with_delta_temporality(recorder: OTLPRe
         metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
     }
     assert [p.as_double for _, _, p in recorder.points("jobs_total")] == [4, 1]
+
+
+def test_service_exporting_otlp_sends_without_ever_being_scraped(recorder: OTLPRecorder) -> None:
+    port = free_port()
+    env = {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": recorder.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_SERVICE_NAME": "orders",
+    }
+    base = f"http://127.0.0.1:{port}"
+    with running(uvicorn_argv("tests.integration.seed_app:app", port), f"{base}/items/0", env=env):
+        for item in range(1, 4):
+            httpx.get(f"{base}/items/{item}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not recorder.points("http_requests_total"):
+            time.sleep(0.1)
+    assert recorder.points("http_requests_total"), "the service never exported"
+    routes = {
+        kv.value.string_value
+        for _, _, point in recorder.points("http.server.request.duration")
+        for kv in point.attributes  # type: ignore[attr-defined]
+        if kv.key == "http.route"
+    }
+    assert routes == {"/items/{item_id}"}

@@ -108,3 +108,75 @@ def test_status_codes_are_integers_for_otlp(path: str) -> None:
     request(make_app(registry), "GET", path)
     [labels] = recorded(registry)
     assert labels[3] == 200 and isinstance(labels[3], int)
+
+
+def test_fastapi_included_routers_keep_their_prefixes() -> None:
+    from fastapi import APIRouter, FastAPI
+
+    registry = MetricsRegistry()
+    users = APIRouter()
+
+    @users.get("/{user_id}")
+    async def get_user(user_id: int) -> dict[str, int]:
+        return {"user_id": user_id}
+
+    admin = APIRouter()
+    admin.include_router(users, prefix="/members")
+    app = FastAPI()
+    app.include_router(users, prefix="/users")
+    app.include_router(admin, prefix="/api/admin")
+    app.add_middleware(HTTPServerMetricsMiddleware, registry=registry, buckets=BUCKETS, excluded_paths=[])
+
+    assert request(app, "GET", "/users/1") == 200
+    assert request(app, "GET", "/api/admin/members/2") == 200
+    assert recorded(registry) == {
+        ("GET", "http", "/users/{user_id}", 200, ""): 1,
+        ("GET", "http", "/api/admin/members/{user_id}", 200, ""): 1,
+    }
+
+
+def test_mount_that_serves_or_misses_is_recorded_once_without_doubling_its_prefix() -> None:
+    async def static_files(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("body { }")(scope, receive, send)
+
+    registry = MetricsRegistry()
+    api = Starlette(routes=[Route("/users/{user_id}", hello)])
+    app = Starlette(routes=[Mount("/api", app=api), Mount("/static", app=static_files)])
+    app.add_middleware(HTTPServerMetricsMiddleware, registry=registry, buckets=BUCKETS, excluded_paths=[])
+
+    assert request(app, "GET", "/api/nothing/here") == 404
+    assert request(app, "GET", "/static/site.css") == 200
+    assert request(app, "GET", "/api/users/3") == 200
+    assert recorded(registry) == {
+        ("GET", "http", "", 404, ""): 1,
+        ("GET", "http", "/static/{path}", 200, ""): 1,
+        ("GET", "http", "/api/users/{user_id}", 200, ""): 1,
+    }
+
+
+def test_instrumented_sub_app_is_counted_once() -> None:
+    registry = MetricsRegistry()
+    sub = Starlette(routes=[Route("/s/{k}", hello)])
+    sub.add_middleware(HTTPServerMetricsMiddleware, registry=registry, buckets=BUCKETS, excluded_paths=[])
+    app = Starlette(routes=[Mount("/sub", app=sub)])
+    app.add_middleware(HTTPServerMetricsMiddleware, registry=registry, buckets=BUCKETS, excluded_paths=[])
+
+    assert request(app, "GET", "/sub/s/1") == 200
+    assert recorded(registry) == {("GET", "http", "/sub/s/{k}", 200, ""): 1}
+
+
+def test_auto_installed_middleware_that_cannot_start_leaves_the_app_serving(caplog: pytest.LogCaptureFixture) -> None:
+    from otel_monitoring import metrics
+
+    registry = metrics.default_registry()
+    registry.unregister("http.server.request.duration")
+    registry.semconv_updowncounter("http.server.request.duration", "a clashing declaration", (), "s")
+    instrumentor = StarletteMiddlewareInstrumentor()
+    instrumentor.instrument()
+    try:
+        app = Starlette(routes=[Route("/hello/{name}", hello)])
+        assert request(app, "GET", "/hello/x") == 200
+    finally:
+        instrumentor.uninstrument()
+        registry.unregister("http.server.request.duration")
+    assert "could not add the HTTP metrics middleware" in caplog.text

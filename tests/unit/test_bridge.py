@@ -102,7 +102,7 @@ def test_delta_reader_gets_changes_since_its_last_collection(clock: Clock) -> No
     histogram = registry.histogram("job_seconds", "Job time", buckets=[1.0])
 
     counter.labels("a").inc(5)
-    histogram.observe(0.5)
+    histogram.observe(100.0)
     clock.now = 2_000
     first = metrics_by_name(delta_reader.get_metrics_data())
     counter.labels("a").inc(2)
@@ -120,6 +120,7 @@ def test_delta_reader_gets_changes_since_its_last_collection(clock: Clock) -> No
     assert (second_point.value, second_point.start_time_unix_nano, second_point.time_unix_nano) == (2, 2_000, 3_000)
     [histogram_delta] = points(second["job_seconds"])
     assert list(histogram_delta.bucket_counts) == [0, 1] and histogram_delta.count == 1
+    assert (histogram_delta.min, histogram_delta.max) == (2.0, 2.0)  # this interval's extremes, not the lifetime's
     assert "jobs_total" not in third  # nothing changed: no point, as the SDK does for delta
     [cumulative_point] = points(cumulative["jobs_total"])
     assert cumulative_point.value == 7

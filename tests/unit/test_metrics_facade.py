@@ -178,3 +178,42 @@ def test_counter_is_exact_under_concurrent_threads(registry: MetricsRegistry) ->
     counts, total, _, _ = histogram.labels().snapshot()
     assert counts == [0, per_thread * threads, 0]
     assert total == 50 * per_thread * threads
+
+
+def test_label_sets_past_the_limit_share_one_overflow_series_and_are_not_remembered() -> None:
+    registry = MetricsRegistry(cardinality_limit=10)
+    counter = registry.counter("signups_total", "Signups", ("campaign",))
+    for campaign in range(1_000):
+        counter.labels(campaign=f"c{campaign}").inc()
+    counter.labels(campaign="c3").inc(5)  # an admitted series keeps counting after the overflow
+
+    series = {s.label_values: s for s in counter.series()}
+    assert len(series) == 11  # the limit plus one overflow series
+    overflow = series.pop(("\x00overflow",))
+    assert overflow.attributes == {"otel.metric.overflow": True}
+    assert overflow.cell.get() == 990
+    assert series[("c3",)].cell.get() == 6
+    assert len(counter._lookup) == 10  # overflowed keys are not cached, so memory stays bounded
+
+
+def test_cardinality_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cardinality_limit must be at least 1"):
+        MetricsRegistry(cardinality_limit=0)
+
+
+def test_names_the_exporter_would_rewrite_or_reserves_are_refused(registry: MetricsRegistry) -> None:
+    with pytest.raises(ValueError, match="'jobs__done_total' would be exposed as 'jobs_done_total'"):
+        registry.counter("jobs__done_total", "x")
+    with pytest.raises(ValueError, match="label name 'user__id' would be exposed as 'user_id'"):
+        registry.counter("ok_total", "x", ("user__id",))
+    with pytest.raises(MetricConflictError, match="'target_info', which the exposition reserves"):
+        registry.gauge("target_info", "x")
+
+
+def test_values_equal_as_keys_but_not_as_labels_stay_separate_series(registry: MetricsRegistry) -> None:
+    counter = registry.counter("flags_total", "Flags", ("value",))
+    counter.labels(True).inc()
+    counter.labels("1").inc()
+    counter.labels(1).inc()
+    counter.labels(1.0).inc()
+    assert {s.label_values: s.cell.get() for s in counter.series()} == {("True",): 1, ("1",): 2, ("1.0",): 1}

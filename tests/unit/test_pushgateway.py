@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from otel_monitoring.telemetry import Telemetry
 
 GATEWAY = "http://pushgateway.example:9091"
 LOGGER = "otel_monitoring.pushgateway"
-THIS_INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -147,7 +144,7 @@ def test_stop_without_final_push_sends_nothing(telemetry: Telemetry) -> None:
     assert push.pushes == []
 
 
-def test_groups_by_job_and_this_process_so_two_processes_of_a_job_do_not_overwrite_each_other(
+def test_groups_by_job_alone_so_each_run_replaces_the_previous_one(
     telemetry: Telemetry,
 ) -> None:
     push = FakePush()
@@ -157,11 +154,11 @@ def test_groups_by_job_and_this_process_so_two_processes_of_a_job_do_not_overwri
     assert pusher.push() is True
 
     assert push.pushes[0].job == "nightly"
-    assert push.pushes[0].grouping_key == {"instance": THIS_INSTANCE}
+    assert push.pushes[0].grouping_key == {}
     assert push.pushes[0].timeout == 2.5
 
 
-def test_an_explicit_service_instance_id_is_the_instance_so_runs_replace_each_other(registry: MetricsRegistry) -> None:
+def test_an_explicit_service_instance_id_becomes_the_instance_label(registry: MetricsRegistry) -> None:
     settings = Settings(service=ServiceConfig(resource_attributes={"service.instance.id": "nightly-host-a"}))
     telemetry = Telemetry(settings, registry, start_exporters=False)
     push = FakePush()

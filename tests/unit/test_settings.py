@@ -133,6 +133,9 @@ def test_environment_variable_table_covers_the_seed_otel_and_own_variables() -> 
         "OTEL_MONITORING_SCOPE_LABELS",
         "OTEL_MONITORING_HTTP_DURATION_BUCKETS",
         "OTEL_MONITORING_HTTP_EXCLUDED_PATHS",
+        "OTEL_MONITORING_PROCESSORS",
+        "OTEL_MONITORING_PIPELINE",
+        "OTEL_MONITORING_PSEUDONYM_KEY",
     }
 
 
@@ -741,3 +744,12 @@ def test_instrumentation_defaults_opt_http_into_stable_semconv_keeping_user_choi
 
     assert environ == {"OTEL_SEMCONV_STABILITY_OPT_IN": after}
     assert changed == ({} if after == before else {"OTEL_SEMCONV_STABILITY_OPT_IN": after})
+
+
+def test_passwords_inside_urls_are_masked_in_rendering_and_errors() -> None:
+    settings = load_settings(environ={"PROMETHEUS_PUSH_GATEWAY": "http://batch:PUSHPASS@pgw:9091"}, strict=True)
+    assert settings.pushgateway.url == "http://batch:PUSHPASS@pgw:9091"  # the value itself is kept for use
+    assert "PUSHPASS" not in render_settings(settings)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ={"PROMETHEUS_PUSH_GATEWAY": "ftp://u:S3CRETPW@pgw:9091"}, strict=True)
+    assert "S3CRETPW" not in str(raised.value) and "ftp://u:" in str(raised.value)

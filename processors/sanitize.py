@@ -1,0 +1,767 @@
+"""The ``sanitize`` processor: personal data and secrets never leave in label values.
+
+For every data point of every metric, in this order:
+
+1. keys matching ``deny`` are dropped;
+2. if allow rules apply, keys they do not allow are dropped (see :attr:`SanitizeConfig.allow` and
+   :attr:`SanitizeConfig.fail_closed`);
+3. values of ``pseudonymize_keys`` become stable keyed pseudonyms, ``HMAC-SHA256(key, value)`` truncated
+   and prefixed with ``u_`` (the value is hashed whole, so no detector needs to run on it);
+4. every other value goes through the detectors (:mod:`processors.detectors`), which replace what they
+   find with a fixed marker;
+5. values longer than ``max_value_length`` are cut and end with ``<cut>``.
+
+Resource attributes (rendered as ``target_info`` labels) and exemplars' filtered attributes go through
+the same detectors. Step 4 and the cap also apply to resource attributes; allow, deny and pseudonyms do not,
+as they are rules about a metric's labels.
+
+When rewriting makes two points of one metric collide (two emails both become ``<email>``), or whenever a
+metric's labels lose information, its points go through :class:`processors._merge.SeriesMerger`, which
+merges them and keeps cumulative outputs monotonic across batches. Pseudonyms alone never merge series.
+
+What was done is counted in the pipeline's own registry (``context.registry``) with bounded labels only:
+
+- ``otel_monitoring_sanitize_redactions_total{processor, detector}``: findings replaced by a marker;
+- ``otel_monitoring_sanitize_dropped_attributes_total{processor, reason}``: attributes dropped, ``reason`` is
+  ``deny`` or ``not_allowed``;
+- ``otel_monitoring_sanitize_pseudonymized_total{processor}``: values replaced by pseudonyms;
+- ``otel_monitoring_sanitize_truncated_total{processor}``: values cut to ``max_value_length``.
+
+Counts are per data point processed: a series that holds an email adds one redaction every collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from fnmatch import fnmatchcase
+from typing import Any, Final, Literal, cast
+
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Histogram,
+    Metric,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from pydantic import Field, ValidationInfo, field_validator
+
+from otel_monitoring._cells import CounterCell
+from processors._merge import SeriesMerger, attributes_key
+from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
+from processors.detectors import DETECTION_ORDER, DetectorName, Redactor
+
+__all__ = [
+    "FACTORY",
+    "PSEUDONYM_PREFIX",
+    "TRUNCATION_MARKER",
+    "SanitizeConfig",
+    "SanitizeProcessor",
+]
+
+_logger = logging.getLogger(__name__)
+
+PSEUDONYM_PREFIX: Final = "u_"
+"""Starts every pseudonym, so a hashed identifier is recognisable on a dashboard."""
+
+TRUNCATION_MARKER: Final = "<cut>"
+"""Ends a value cut to ``max_value_length``."""
+
+_MIN_KEY_BYTES: Final = 16
+_PSEUDONYM_LENGTH_RANGE: Final = (8, 64)
+_MAX_VALUE_LENGTH_RANGE: Final = (16, 65_536)
+# Detection runs on at most this many characters (times max_value_length, at least 1,024): everything past
+# max_value_length is cut anyway, and regexes must not spend unbounded time on a huge value.
+_DETECTION_WINDOW_FACTOR: Final = 4
+_TRAILING_WORD = re.compile(r"\S+\Z")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_UNSEEN: Final[Any] = object()
+# A value below 10,000,000 has at most 7 digits: too few for any detector, so ints are checked only above it.
+_SMALLEST_SUSPECT_INT: Final = 10_000_000
+
+
+def _default_pseudonymize_keys() -> list[str]:
+    return ["client_id", "customer_id", "user_id", "tenant_id", "account_id", "enduser_id"]
+
+
+class SanitizeConfig(ComponentConfig):
+    """Settings of the ``sanitize`` processor; ``SanitizeConfig()`` is the safe default.
+
+    Errors name the field (pydantic's location), so the pipeline reports them under the full YAML key:
+    ``processing.processors.sanitize.pseudonym_length: must be between 8 and 64 (got 4)``.
+
+    >>> SanitizeConfig(deny=["http.request.header.*"], allow={"gen_ai.*": ["gen_ai.*", "customer_id"]}).ip_mode
+    'mask'
+    """
+
+    detectors: list[DetectorName] = Field(default_factory=lambda: list(DETECTION_ORDER))
+    """Detectors that run on label values (all by default): sql, url_query, jwt, token, secret, email, ipv6,
+    ipv4, cnpj, cpf, card, phone. They always run in that order, whatever the order here."""
+
+    ip_mode: Literal["mask", "truncate"] = "mask"
+    """``mask`` replaces IP addresses with ``<ipv4>``/``<ipv6>``; ``truncate`` keeps their /24 (IPv4) or /48
+    (IPv6) network, e.g. ``10.1.2.0/24``."""
+
+    pseudonymize_keys: list[str] = Field(default_factory=_default_pseudonymize_keys)
+    """Attribute keys (globs) whose values are replaced by stable keyed pseudonyms. Keys are compared
+    lower-cased with ``.`` and ``-`` read as ``_``, so ``user_id`` also covers ``user.id`` and ``User-Id``
+    (and the default ``enduser_id`` covers the semantic conventions' ``enduser.id``)."""
+
+    hash_key_name: str = "pseudonym_key"
+    """Name of the entry in the host's secrets holding the HMAC key (at least 16 bytes). Without it a random
+    per-process key is used and one warning says so: pseudonyms then change on every restart."""
+
+    pseudonym_length: int = 16
+    """Hex characters of the HMAC kept in a pseudonym (8 to 64), after the ``u_`` prefix."""
+
+    allow: dict[str, list[str]] = Field(default_factory=dict)
+    """Metric-name glob -> attribute-key globs allowed on matching metrics. On a metric matched by one or
+    more rules, only keys allowed by one of them are kept; other metrics keep every key (unless
+    ``fail_closed``)."""
+
+    fail_closed: bool = False
+    """When true, a metric that matches no ``allow`` rule keeps no attributes at all (its series are merged
+    into one). Needs at least one ``allow`` rule."""
+
+    deny: list[str] = Field(default_factory=list)
+    """Attribute-key globs dropped from every metric, whatever ``allow`` says."""
+
+    max_value_length: int = 256
+    """Longest value kept, in characters (16 to 65,536); longer values are cut and end with ``<cut>``."""
+
+    cache_size: int = 50_000
+    """Attribute sets (and, separately, distinct values) remembered with their result; a cache that grows
+    past it is emptied. Size it above the number of series the processor sees."""
+
+    # Messages leave out the field name and the bad value: pydantic's error location and input carry them,
+    # and the pipeline renders "<yaml key>: <message> (got <value>)".
+
+    @field_validator("pseudonym_length")
+    @classmethod
+    def _check_pseudonym_length(cls, value: int) -> int:
+        return _in_range(value, _PSEUDONYM_LENGTH_RANGE)
+
+    @field_validator("max_value_length")
+    @classmethod
+    def _check_max_value_length(cls, value: int) -> int:
+        return _in_range(value, _MAX_VALUE_LENGTH_RANGE)
+
+    @field_validator("cache_size")
+    @classmethod
+    def _check_cache_size(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("hash_key_name")
+    @classmethod
+    def _check_hash_key_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name an entry of the secrets, such as 'pseudonym_key'")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _check_allow(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pattern, keys in value.items():
+            if not pattern or not all(keys):
+                raise ValueError(f"metric globs and attribute-key globs must not be empty (rule {pattern!r}: {keys!r})")
+        return value
+
+    @field_validator("deny", "pseudonymize_keys")
+    @classmethod
+    def _check_key_globs(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("attribute-key globs must not be empty")
+        return value
+
+    @field_validator("fail_closed")
+    @classmethod
+    def _check_fail_closed(cls, value: bool, info: ValidationInfo) -> bool:
+        # The one rule across fields: fields are validated in order, so "allow" is already in info.data
+        # (absent only when it failed itself).
+        if value and "allow" in info.data and not info.data["allow"]:
+            raise ValueError("needs at least one rule in allow (otherwise every metric loses all its attributes)")
+        return value
+
+
+def _in_range(value: int, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}")
+    return value
+
+
+# --- Keys and pseudonyms ------------------------------------------------------------------------------------
+
+
+class _FallbackKey:
+    """The random per-process pseudonym key, created once with one warning when no key is configured."""
+
+    def __init__(self) -> None:
+        self._key: bytes | None = None
+        self._lock = threading.Lock()
+
+    def get(self, component_id: str, secret_name: str, token_bytes: Callable[[int], bytes]) -> bytes:
+        with self._lock:
+            if self._key is None:
+                self._key = token_bytes(32)
+                _logger.warning(
+                    "%s: no pseudonym key (secret %r); using a random per-process key, so pseudonyms will not be "
+                    "stable across restarts or between processes. Set one of at least %d bytes, e.g. with "
+                    "OTEL_MONITORING_PSEUDONYM_KEY (settings: processing.pseudonym_key).",
+                    component_id,
+                    secret_name,
+                    _MIN_KEY_BYTES,
+                )
+            return self._key
+
+
+_FALLBACK_KEY = _FallbackKey()
+
+
+def _normalize_key(key: str) -> str:
+    return key.lower().replace(".", "_").replace("-", "_")
+
+
+# --- Per attribute set results ------------------------------------------------------------------------------
+
+_KEEP, _DENY, _NOT_ALLOWED, _PSEUDONYMIZE = range(4)
+_Counts = tuple[tuple[CounterCell, float], ...]
+_Identity = frozenset[tuple[str, Any]]
+
+
+class _Entry:
+    """The result for one attribute set, cached: the new attributes (None: unchanged), whether the rewrite can
+    make two series one (markers, drops and cuts can; pseudonyms cannot), and what it adds to the counters."""
+
+    __slots__ = ("attributes", "counts", "identity", "lossy")
+
+    def __init__(self, attributes: dict[str, Any] | None, lossy: bool, counts: _Counts) -> None:
+        self.attributes = attributes
+        self.lossy = lossy
+        self.counts = counts
+        self.identity: _Identity | None = None  # of the output attributes, computed when first needed
+
+    def output_identity(self, original: Mapping[str, Any]) -> _Identity:
+        if self.identity is None:
+            self.identity = attributes_key(original if self.attributes is None else self.attributes)
+        return self.identity
+
+
+_UNCHANGED_COUNTS: _Counts = ()
+
+
+class _Policy:
+    """What applies to the metrics that share one set of allow rules: per-key actions and the result cache."""
+
+    __slots__ = ("actions", "allowed", "cache")
+
+    def __init__(self, allowed: tuple[str, ...] | None) -> None:
+        self.allowed = allowed  # None: every key allowed
+        self.actions: dict[str, int] = {}
+        self.cache: dict[Any, _Entry] = {}
+
+
+_AttributeKey = tuple[tuple[str, Any], ...]
+_CleanText = tuple[str, tuple[tuple[DetectorName, int], ...], bool]
+# Where a metric's series live: resource attributes, then scope name and version. Series of two resources (two
+# workers sending to the sidecar) or two scopes are never merged together.
+_SourceKey = tuple[_Identity, str, str | None]
+_MetricKey = tuple[_SourceKey, str, str, str]
+
+
+class SanitizeProcessor(Processor):
+    """Rewrites label values so that personal data and secrets never reach an exporter.
+
+    >>> from opentelemetry.sdk.metrics.export import Gauge, Metric, MetricsData, NumberDataPoint, ResourceMetrics
+    >>> from opentelemetry.sdk.metrics.export import ScopeMetrics
+    >>> from opentelemetry.sdk.resources import Resource
+    >>> from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    >>> point = NumberDataPoint({"route": "/users/ana@example.com"}, 0, 1, 3.0)
+    >>> metric = Metric("queue_depth", "", "", Gauge([point]))
+    >>> scope = ScopeMetrics(InstrumentationScope("app"), [metric], "")
+    >>> data = MetricsData([ResourceMetrics(Resource({}), [scope], "")])
+    >>> processor = SanitizeProcessor(SanitizeConfig(), ProcessorContext(secrets={"pseudonym_key": "k" * 32}))
+    >>> processor.process(data).resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0].attributes
+    {'route': '/users/<email>'}
+
+    ``token_bytes`` makes the random fallback key (used when no key is configured) for tests.
+    """
+
+    def __init__(
+        self,
+        config: SanitizeConfig,
+        context: ProcessorContext | None = None,
+        *,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        context = context if context is not None else ProcessorContext()
+        self._config = config
+        component_id = context.component_id or "sanitize"
+        self._clock = context.clock
+        self._redactor = Redactor(config.detectors, ip_mode=config.ip_mode)
+        self._max_length = config.max_value_length
+        self._window = max(_DETECTION_WINDOW_FACTOR * config.max_value_length, 1024)
+        self._cache_size = config.cache_size
+        self._pseudonym_length = config.pseudonym_length
+        self._key = _load_key(context, component_id, config.hash_key_name, token_bytes)
+        self._pseudonym_patterns = tuple(_normalize_key(key) for key in config.pseudonymize_keys)
+        self._deny = tuple(config.deny)
+        self._allow_rules = tuple((pattern, tuple(keys)) for pattern, keys in config.allow.items())
+        self._fail_closed = config.fail_closed
+        self._policies: dict[tuple[str, ...] | None, _Policy] = {}
+        self._policy_by_metric: dict[str, _Policy] = {}
+        self._texts: dict[str, _CleanText | None] = {}  # None: the text stays as it is
+        self._pseudonyms: dict[str, str] = {}
+        # Resource objects are reused across collections: the cleaned resource and the source identity are
+        # remembered by identity, holding the original so that its id cannot be reused by another object.
+        self._resources: dict[int, tuple[Resource, Resource, _Identity]] = {}
+        self._mergers: dict[_SourceKey, SeriesMerger] = {}
+        # Output series that went through a merger once, per metric: they always do from then on, so that a
+        # merged cumulative series never falls back to one input's smaller value.
+        self._merged_outputs: dict[_MetricKey, set[_Identity]] = {}
+        self._lock = threading.Lock()  # one instance may serve two readers collecting on different threads
+
+        registry = context.registry
+        redactions = registry.counter(
+            "otel_monitoring_sanitize_redactions_total",
+            "Findings in label values replaced by a marker, by detector.",
+            ("processor", "detector"),
+        )
+        self._redaction_cells = {
+            kind: redactions.labels(processor=component_id, detector=kind) for kind in DETECTION_ORDER
+        }
+        dropped = registry.counter(
+            "otel_monitoring_sanitize_dropped_attributes_total",
+            "Attributes dropped from data points, by reason (deny, not_allowed).",
+            ("processor", "reason"),
+        )
+        self._denied_cell = dropped.labels(processor=component_id, reason="deny")
+        self._not_allowed_cell = dropped.labels(processor=component_id, reason="not_allowed")
+        self._pseudonymized_cell = registry.counter(
+            "otel_monitoring_sanitize_pseudonymized_total",
+            "Attribute values replaced by keyed pseudonyms.",
+            ("processor",),
+        ).labels(processor=component_id)
+        self._truncated_cell = registry.counter(
+            "otel_monitoring_sanitize_truncated_total",
+            "Attribute values cut to max_value_length.",
+            ("processor",),
+        ).labels(processor=component_id)
+
+    # --- Batches ----------------------------------------------------------------------------------------------
+
+    def process(self, data: MetricsData) -> MetricsData:
+        """The batch with every label value sanitized; unchanged parts are the same objects as in ``data``."""
+        with self._lock:
+            changed = False
+            resource_metrics: list[ResourceMetrics] = []
+            for resource_metric in data.resource_metrics:
+                new_resource_metric = self._process_resource_metrics(resource_metric)
+                changed = changed or new_resource_metric is not resource_metric
+                resource_metrics.append(new_resource_metric)
+            return MetricsData(resource_metrics) if changed else data
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._policies.clear()
+            self._policy_by_metric.clear()
+            self._texts.clear()
+            self._pseudonyms.clear()
+            self._resources.clear()
+            self._mergers.clear()
+            self._merged_outputs.clear()
+
+    def _process_resource_metrics(self, resource_metric: ResourceMetrics) -> ResourceMetrics:
+        resource, resource_identity = self._clean_resource(resource_metric.resource)
+        changed = resource is not resource_metric.resource
+        scope_metrics: list[ScopeMetrics] = []
+        for scope_metric in resource_metric.scope_metrics:
+            source: _SourceKey = (resource_identity, scope_metric.scope.name, scope_metric.scope.version)
+            metrics: list[Metric] = []
+            scope_changed = False
+            for metric in scope_metric.metrics:
+                new_metric = self._process_metric(metric, source)
+                if new_metric is not metric:
+                    scope_changed = True
+                if new_metric is not None:
+                    metrics.append(new_metric)
+            if scope_changed:
+                changed = True
+                scope_metrics.append(ScopeMetrics(scope_metric.scope, metrics, scope_metric.schema_url))
+            else:
+                scope_metrics.append(scope_metric)
+        if not changed:
+            return resource_metric
+        return ResourceMetrics(resource, scope_metrics, resource_metric.schema_url)
+
+    def _process_metric(self, metric: Metric, source: _SourceKey) -> Metric | None:
+        # Hot path, written for speed: for a point seen before, one tuple, one dict lookup and no other
+        # allocation; a metric whose points all stay as they are is returned as the same object.
+        data = metric.data
+        points: Sequence[Any] = data.data_points
+        policy = self._policy_by_metric.get(metric.name)
+        if policy is None:
+            policy = self._policy_for(metric.name)
+        cache = policy.cache
+        entries: list[_Entry] = [None] * len(points)  # type: ignore[list-item]  # every slot is filled below
+        changed = lossy = False
+        exemplars: dict[int, list[Any]] | None = None
+        for index, point in enumerate(points):
+            attributes = point.attributes
+            try:
+                key: _AttributeKey | None = tuple(attributes.items()) if attributes else ()
+                entry = cache.get(key)
+            except TypeError:  # a list value makes the items unhashable: compute without the cache
+                key, entry = None, None
+            if entry is None:
+                entry = self._rewrite(policy, attributes or {})
+                if key is not None:
+                    if len(cache) >= self._cache_size:
+                        cache.clear()
+                    cache[key] = entry
+            entries[index] = entry
+            if entry.attributes is not None:
+                changed = True
+                lossy = lossy or entry.lossy
+            if point.exemplars:
+                cleaned = self._clean_exemplars(policy, point.exemplars)
+                if cleaned is not None:
+                    exemplars = exemplars if exemplars is not None else {}
+                    exemplars[index] = cleaned
+        metric_key: _MetricKey | None = None
+        if self._merged_outputs:
+            metric_key = (source, metric.name, metric.unit or "", type(data).__name__)
+            merged = self._merged_outputs.get(metric_key)
+        else:
+            merged = None
+        if not changed and exemplars is None and merged is None:
+            return metric
+        self._count(entries)
+        if not lossy and merged is None:
+            return _with_points(metric, _rewritten(points, entries, exemplars))
+        if metric_key is None:
+            metric_key = (source, metric.name, metric.unit or "", type(data).__name__)
+        return self._merge(metric, metric_key, source, entries, exemplars)
+
+    def _merge(
+        self,
+        metric: Metric,
+        metric_key: _MetricKey,
+        source: _SourceKey,
+        entries: list[_Entry],
+        exemplars: dict[int, list[Any]] | None,
+    ) -> Metric | None:
+        """Route the points that lost information, and whatever they collide with, through the merger."""
+        data = metric.data
+        points: Sequence[Any] = data.data_points
+        identities = [
+            entry.output_identity(point.attributes or {}) for point, entry in zip(points, entries, strict=True)
+        ]
+        merged = self._merged_outputs.get(metric_key)
+        if merged is None:
+            if len(self._merged_outputs) >= self._cache_size:
+                self._merged_outputs.clear()
+            merged = self._merged_outputs[metric_key] = set()
+        merged.update(identity for identity, entry in zip(identities, entries, strict=True) if entry.lossy)
+        through = [identity in merged for identity in identities]
+        direct_points = _rewritten(
+            [point for point, go in zip(points, through, strict=True) if not go],
+            [entry for entry, go in zip(entries, through, strict=True) if not go],
+            None if exemplars is None else {i: e for i, e in exemplars.items() if not through[i]},
+        )
+        if not isinstance(data, Sum | Gauge | Histogram):
+            # Exponential histograms cannot be merged bucket by bucket across scales: the first point of a
+            # colliding set is kept rather than one series being emitted twice.
+            seen: set[_Identity] = set()
+            kept = []
+            for point, entry, identity, go in zip(points, entries, identities, through, strict=True):
+                if go and identity not in seen:
+                    seen.add(identity)
+                    kept.append(
+                        point if entry.attributes is None else dataclasses.replace(point, attributes=entry.attributes)
+                    )
+            return _with_points(metric, direct_points + kept)
+        merger = self._mergers.get(source)
+        if merger is None:
+            merger = self._mergers[source] = SeriesMerger(clock=self._clock)
+        regrouped = [
+            (point, point.attributes if entry.attributes is None else entry.attributes)
+            for point, entry, go in zip(points, entries, through, strict=True)
+            if go
+        ]
+        result = merger.merge(metric, regrouped)
+        merged_points = list(result.data.data_points) if result is not None else []
+        if not direct_points and not merged_points:
+            return None
+        return _with_points(metric, direct_points + merged_points)
+
+    def _count(self, entries: Sequence[_Entry]) -> None:
+        # Summed per batch first: a counter increment takes a lock, a dict update does not.
+        totals: dict[CounterCell, float] = {}
+        for entry in entries:
+            for cell, amount in entry.counts:
+                totals[cell] = totals.get(cell, 0) + amount
+        for cell, amount in totals.items():
+            cell.inc(amount)
+
+    # --- Attribute sets ---------------------------------------------------------------------------------------
+
+    def _policy_for(self, metric_name: str) -> _Policy:
+        allowed: tuple[str, ...] | None = None
+        matched = [keys for pattern, keys in self._allow_rules if fnmatchcase(metric_name, pattern)]
+        if matched:
+            allowed = tuple(sorted({key for keys in matched for key in keys}))
+        elif self._fail_closed:
+            allowed = ()
+        policy = self._policies.get(allowed)
+        if policy is None:
+            policy = self._policies[allowed] = _Policy(allowed)
+        if len(self._policy_by_metric) >= self._cache_size:
+            self._policy_by_metric.clear()
+        self._policy_by_metric[metric_name] = policy
+        return policy
+
+    def _action(self, policy: _Policy, key: str) -> int:
+        action = policy.actions.get(key)
+        if action is None:
+            normalized = _normalize_key(key)
+            if any(fnmatchcase(key, pattern) for pattern in self._deny):
+                action = _DENY
+            elif policy.allowed is not None and not any(fnmatchcase(key, pattern) for pattern in policy.allowed):
+                action = _NOT_ALLOWED
+            elif any(fnmatchcase(normalized, pattern) for pattern in self._pseudonym_patterns):
+                action = _PSEUDONYMIZE
+            else:
+                action = _KEEP
+            if len(policy.actions) >= self._cache_size:
+                policy.actions.clear()
+            policy.actions[key] = action
+        return action
+
+    def _rewrite(self, policy: _Policy, attributes: Mapping[str, Any]) -> _Entry:
+        """The result for one attribute set (not cached here)."""
+        # Runs once per new attribute set, so the common case (a known key, a string value seen before and
+        # left unchanged) takes two dict lookups and no call.
+        actions = policy.actions
+        texts = self._texts
+        new: dict[str, Any] = {}
+        counts: dict[CounterCell, float] = {}
+        changed = lossy = False
+        for key, value in attributes.items():
+            action = actions.get(key)
+            if action is None:
+                action = self._action(policy, key)
+            if action == _KEEP:
+                if type(value) is str and texts.get(value, _UNSEEN) is None:
+                    new[key] = value
+                    continue
+                new_value = self._clean_value(value, counts)
+                if new_value is not value:
+                    changed = lossy = True  # markers and cuts can make two values equal
+            elif action == _PSEUDONYMIZE:
+                new_value = self._pseudonymize(value)
+                if new_value is not value:
+                    changed = True
+                    counts[self._pseudonymized_cell] = counts.get(self._pseudonymized_cell, 0) + 1
+            else:
+                cell = self._denied_cell if action == _DENY else self._not_allowed_cell
+                counts[cell] = counts.get(cell, 0) + 1
+                changed = lossy = True
+                continue
+            new[key] = new_value
+        if not changed:
+            return _Entry(None, False, _UNCHANGED_COUNTS)
+        return _Entry(new, lossy, tuple(counts.items()))
+
+    def _clean_exemplars(self, policy: _Policy, exemplars: Sequence[Any]) -> list[Any] | None:
+        """Exemplars with their filtered attributes (those a view removed, which may hold anything) cleaned."""
+        cleaned: list[Any] | None = None
+        for index, exemplar in enumerate(exemplars):
+            if not exemplar.filtered_attributes:
+                continue
+            entry = self._rewrite(policy, exemplar.filtered_attributes)
+            if entry.attributes is None:
+                continue
+            for cell, amount in entry.counts:
+                cell.inc(amount)
+            if cleaned is None:
+                cleaned = list(exemplars)
+            cleaned[index] = dataclasses.replace(exemplar, filtered_attributes=entry.attributes)
+        return cleaned
+
+    def _clean_resource(self, resource: Resource) -> tuple[Resource, _Identity]:
+        """The resource with detector findings replaced, and the identity of its original attributes."""
+        known = self._resources.get(id(resource))
+        if known is not None and known[0] is resource:
+            return known[1], known[2]
+        counts: dict[CounterCell, float] = {}
+        attributes = dict(resource.attributes)
+        changed = False
+        for key, value in resource.attributes.items():
+            new_value = self._clean_value(value, counts)
+            if new_value is not value:
+                attributes[key] = new_value
+                changed = True
+        for cell, amount in counts.items():
+            cell.inc(amount)
+        result = Resource(attributes, resource.schema_url) if changed else resource
+        identity = attributes_key(resource.attributes)
+        if len(self._resources) >= 64:
+            self._resources.clear()
+        self._resources[id(resource)] = (resource, result, identity)
+        return result, identity
+
+    # --- Values -----------------------------------------------------------------------------------------------
+
+    def _clean_value(self, value: Any, counts: dict[CounterCell, float]) -> Any:
+        """The value with detector findings replaced and its length capped; the same object when unchanged."""
+        result: _CleanText | None
+        if isinstance(value, str):
+            result = self._clean_text(value)
+        elif isinstance(value, bool | float) or value is None:
+            return value
+        elif isinstance(value, int):
+            if -_SMALLEST_SUSPECT_INT < value < _SMALLEST_SUSPECT_INT:
+                return value
+            result = self._clean_text(str(value))
+        elif isinstance(value, bytes):
+            result = self._clean_text(value.decode("utf-8", "replace"))
+        elif isinstance(value, Sequence):
+            items = [self._clean_value(item, counts) for item in value]
+            if all(new is old for new, old in zip(items, value, strict=True)):
+                return value
+            return tuple(items)
+        else:
+            return value
+        if result is None:
+            return value
+        text, findings, cut = result
+        for kind, found in findings:
+            cell = self._redaction_cells[kind]
+            counts[cell] = counts.get(cell, 0) + found
+        if cut:
+            counts[self._truncated_cell] = counts.get(self._truncated_cell, 0) + 1
+        return text
+
+    def _clean_text(self, text: str) -> _CleanText | None:
+        """The cleaned text, its findings and whether it was cut; None when it stays as it is."""
+        known = self._texts.get(text, _UNSEEN)
+        if known is not _UNSEEN:
+            return cast(_CleanText | None, known)
+        work = text
+        if len(work) > self._window:
+            # Past the window the value is cut anyway; a word split by the window is dropped whole, as a
+            # detector could not recognise its remaining part.
+            work = work[: self._window]
+            if not text[self._window].isspace():
+                work = _TRAILING_WORD.sub("", work)
+        cleaned, findings = self._redactor.redact(work)
+        cut = False
+        if len(cleaned) > self._max_length:
+            cut = True
+            prefix = cleaned[: self._max_length - len(TRUNCATION_MARKER)]
+            # Cutting can turn a longer digit run into a valid card or CPF: look again at what is kept.
+            prefix, more = self._redactor.redact(prefix)
+            findings = findings + more
+            cleaned = prefix[: self._max_length - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+        result: _CleanText | None = None if cleaned == text else (cleaned, findings, cut)
+        if len(self._texts) >= self._cache_size:
+            self._texts.clear()
+        self._texts[text] = result
+        return result
+
+    def _is_pseudonym(self, text: str) -> bool:
+        return (
+            len(text) == len(PSEUDONYM_PREFIX) + self._pseudonym_length
+            and text.startswith(PSEUDONYM_PREFIX)
+            and all(char in _HEX_DIGITS for char in text[len(PSEUDONYM_PREFIX) :])
+        )
+
+    def _pseudonymize(self, value: Any) -> Any:
+        # Concrete types are checked before the Sequence ABC, whose isinstance check is slow.
+        if isinstance(value, str):
+            text = value
+        elif value is None or isinstance(value, bool):
+            return value
+        elif isinstance(value, int | float):
+            text = str(value)
+        elif isinstance(value, bytes):
+            text = value.decode("utf-8", "replace")
+        elif isinstance(value, Sequence):
+            return tuple(self._pseudonymize(item) for item in value)
+        else:
+            text = str(value)
+        if not text or self._is_pseudonym(text):
+            # Empty says nothing; a pseudonym already (sanitize ran before, in-process or in a sidecar) stays.
+            return value
+        pseudonym = self._pseudonyms.get(text)
+        if pseudonym is None:
+            digest = hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+            pseudonym = PSEUDONYM_PREFIX + digest[: self._pseudonym_length]
+            if len(self._pseudonyms) >= self._cache_size:
+                self._pseudonyms.clear()
+            self._pseudonyms[text] = pseudonym
+        return pseudonym
+
+
+def _with_points(metric: Metric, points: list[Any]) -> Metric:
+    return Metric(
+        metric.name, metric.description, metric.unit, dataclasses.replace(cast(Any, metric.data), data_points=points)
+    )
+
+
+def _rewritten(
+    points: Sequence[Any], entries: Sequence[_Entry], exemplars: Mapping[int, list[Any]] | None
+) -> list[Any]:
+    """Points with their new attributes and exemplars; unchanged points are the same objects."""
+    result: list[Any] = []
+    for index, (point, entry) in enumerate(zip(points, entries, strict=True)):
+        new_exemplars = exemplars.get(index) if exemplars else None
+        if entry.attributes is None and new_exemplars is None:
+            result.append(point)
+            continue
+        # Hot path: the SDK's points are frozen dataclasses with a __dict__; copying it is several times
+        # faster than dataclasses.replace, which re-runs the generated __init__ through object.__setattr__.
+        copy = object.__new__(type(point))
+        fields = copy.__dict__
+        fields.update(point.__dict__)
+        if entry.attributes is not None:
+            fields["attributes"] = entry.attributes
+        if new_exemplars is not None:
+            fields["exemplars"] = new_exemplars
+        result.append(copy)
+    return result
+
+
+def _load_key(
+    context: ProcessorContext, component_id: str, secret_name: str, token_bytes: Callable[[int], bytes]
+) -> bytes:
+    configured = context.secrets.get(secret_name)
+    if configured is None or configured == "":
+        return _FALLBACK_KEY.get(component_id, secret_name, token_bytes)
+    key = configured.encode("utf-8")
+    if len(key) < _MIN_KEY_BYTES:
+        # The length only, never the key: a short key makes pseudonyms of low-entropy ids guessable.
+        raise ValueError(
+            f"the pseudonym key (secret {secret_name!r}) must be at least {_MIN_KEY_BYTES} bytes (got {len(key)})"
+        )
+    return key
+
+
+def _create(config: SanitizeConfig, context: ProcessorContext) -> SanitizeProcessor:
+    return SanitizeProcessor(config, context)
+
+
+FACTORY: Final = ProcessorFactory("sanitize", SanitizeConfig, _create)
+"""Registers the ``sanitize`` component type."""
