@@ -11,11 +11,14 @@ turns it into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
+from otel_monitoring.metrics import MetricsRegistry
 from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings, render_settings
+from processors import PipelineConfigError, ProcessorContext, build_pipeline
 
 __all__ = ["load_command_settings", "main", "make_parser"]
 
@@ -27,9 +30,17 @@ if TYPE_CHECKING:
 
 
 def load_command_settings(args: argparse.Namespace) -> Settings:
-    """Settings for a command: ``--config`` (else ``$OTEL_MONITORING_CONFIG``) and the environment, strictly."""
+    """Settings for a command: ``--config`` (else ``$OTEL_MONITORING_CONFIG``) and the environment, strictly.
+
+    The processing pipeline is built once too, so a bad processor config fails here, before anything starts.
+    """
     environ: Mapping[str, str] | None = getattr(args, "environ", None)
-    return load_settings(getattr(args, "config", None), environ=environ, strict=True)
+    settings = load_settings(getattr(args, "config", None), environ=environ, strict=True)
+    processing = settings.processing
+    # A stand-in key: this build only checks the config, and must not warn that no key is set.
+    check = ProcessorContext(registry=MetricsRegistry(), secrets={"pseudonym_key": secrets.token_hex(16)})
+    build_pipeline(processing.processors, processing.pipeline, check).shutdown()
+    return settings
 
 
 def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
@@ -125,7 +136,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     args.environ = environ
     try:
         status: int = args.func(args)
-    except SettingsError as error:
+    except (SettingsError, PipelineConfigError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return status

@@ -12,7 +12,7 @@ Ordinary label values must cost almost nothing, so a :class:`Redactor` first run
 of every enabled detector's cheap necessary condition (an ``@`` for emails, eight digits close together
 for phones, cards, CPF and CNPJ, a known prefix for API keys, ...): three compiled searches, a few hundred
 nanoseconds for a short value. Only a value that trips it pays for the detectors themselves, and each of
-those first checks its own, more precise trigger.
+those first checks its own, more precise trigger where the first check is not precise enough.
 
 Detection order (:data:`DETECTION_ORDER`) and why: earlier detectors consume text that later, less
 specific ones would otherwise claim in part.
@@ -172,25 +172,28 @@ def cnpj_valid(chars: str) -> bool:
 _Apply = Callable[[str], tuple[str, int]]
 
 
-_LITERAL, _DIGIT, _SQL = 1, 2, 4  # the Redactor's first checks (see Redactor.__init__)
+# The Redactor's first checks, one bit each (see Redactor.redact).
+_LITERAL, _IPV4_SHAPE, _DIGIT_RUN, _SQL = 1, 2, 4, 8
 
 
 class _Detector:
-    __slots__ = ("apply", "checks", "kind", "quick", "trigger")
+    __slots__ = ("apply", "checks", "kind", "literals", "trigger")
 
     def __init__(
-        self, kind: DetectorName, quick: tuple[str, ...], trigger: Callable[[str], object], apply: _Apply
+        self,
+        kind: DetectorName,
+        checks: int,
+        apply: _Apply,
+        *,
+        literals: tuple[str, ...] = (),
+        trigger: Callable[[str], object] | None = None,
     ) -> None:
         self.kind = kind
-        self.quick = quick  # alternatives of the Redactor's combined first check
-        # Which first checks can pass for this detector to find anything, so a value that only tripped the
-        # digit check is never searched for API keys.
-        self.checks = 0
-        for alternative in quick:
-            self.checks |= (
-                _SQL if alternative.startswith("^") else _DIGIT if alternative.startswith("\\d") else _LITERAL
-            )
-        self.trigger = trigger
+        # Which first checks must pass for this detector to find anything: a value that only tripped the digit
+        # check is never searched for API keys. ``literals`` are this detector's part of the literal check.
+        self.checks = checks
+        self.literals = literals
+        self.trigger = trigger  # a more precise condition, when the first checks are not enough
         self.apply = apply
 
 
@@ -460,16 +463,19 @@ def _redact_phones(text: str) -> tuple[str, int]:
     return text, found + national
 
 
-# First-check alternatives. Literal-led ones are searched together (the regex engine then skips quickly to
-# a possible first character); digit-led ones share their leading "\d"; the SQL keyword is matched at the start.
-_SQL_START = r"^\s*(?:select|values|call|exec|with|insert|replace|upsert|merge|update|delete|/\*|--)"
-_SQL_FIRST_CHARS = frozenset("sSvVcCeEwWiIrRuUmMdD/- \t\r\n")
+# First checks. Literal-led alternatives are searched together (the regex engine then skips quickly to a
+# possible first character); digit shapes have a search each; the SQL keyword is matched at the start only.
+_SQL_START = r"\s*(?:select|values|call|exec|with|insert|replace|upsert|merge|update|delete|/\*|--)"
+# What a SQL statement can start with, lower-cased two characters at a time: one set lookup spares most
+# values the (case-insensitive, so slower) keyword regex. Leading whitespace always goes to the regex.
+_SQL_STARTS = frozenset({"se", "va", "ca", "ex", "wi", "in", "re", "up", "me", "de", "/*", "--"})
 _TOKEN_PREFIXES = (
     "sk-", "sk_", "rk_", "gh[pousr]_", "github_pat_", "AKIA", "ASIA", "AIza", "xox", "xapp-", "glpat-",
     "Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC",
 )  # fmt: skip
+_IPV4_SHAPE_PATTERN = r"\d\.\d{1,3}\.\d{1,3}\.\d"
 # A run of 8+ digits and separators, starting and ending with a digit: necessary for a phone, card, CPF or CNPJ.
-_DIGIT_RUN = r"\d[\d\s.()/-]{6,}\d"
+_DIGIT_RUN_PATTERN = r"\d[\d\s.()/-]{6,}\d"
 
 
 def _searcher(pattern: str) -> Callable[[str], object]:
@@ -477,36 +483,41 @@ def _searcher(pattern: str) -> Callable[[str], object]:
 
 
 def _build(kind: DetectorName, ip_mode: IPMode) -> _Detector:
-    """One detector: its first-check alternatives, its own trigger, and its body."""
-    digit_run = _searcher(_DIGIT_RUN)
+    """One detector: the first checks it needs, its own trigger if those are not precise enough, and its body."""
     if kind == "sql":
-        return _Detector(kind, (_SQL_START,), re.compile(_SQL_START, re.IGNORECASE).match, _redact_sql)
+        return _Detector(kind, _SQL, _redact_sql)
     if kind == "url_query":
-        return _Detector(kind, (r"\?\S",), _searcher(r"\?\S"), _substitute(_URL_QUERY, _replace_query))
+        return _Detector(kind, _LITERAL, _substitute(_URL_QUERY, _replace_query), literals=(r"\?\S",))
     if kind == "jwt":
-        return _Detector(kind, ("eyJ",), _searcher("eyJ"), _substitute(_JWT, _marker(kind)))
+        return _Detector(kind, _LITERAL, _substitute(_JWT, _marker(kind)), literals=("eyJ",))
     if kind == "token":
-        return _Detector(kind, _TOKEN_PREFIXES, _searcher("|".join(_TOKEN_PREFIXES)), _redact_tokens)
+        # The literal check holds every prefix of every detector, so each still checks its own.
+        trigger = _searcher("|".join(_TOKEN_PREFIXES))
+        return _Detector(kind, _LITERAL, _redact_tokens, literals=_TOKEN_PREFIXES, trigger=trigger)
     if kind == "secret":
-        return _Detector(kind, ("=", ":"), _has_credential_key, _substitute(_SECRET, _replace_secret))
+        apply = _substitute(_SECRET, _replace_secret)
+        return _Detector(kind, _LITERAL, apply, literals=("=", ":"), trigger=_has_credential_key)
     if kind == "email":
-        return _Detector(kind, ("@",), _searcher("@"), _substitute(_EMAIL, _replace_email))
+        return _Detector(kind, _LITERAL, _substitute(_EMAIL, _replace_email), literals=("@",), trigger=_searcher("@"))
     if kind == "ipv6":
         # Every IPv6 address holds "::" or a hex group between two colons.
         trigger = _searcher(r":(?::|[0-9A-Fa-f]{1,4}:)")
-        return _Detector(kind, (":",), trigger, _substitute(_IPV6, _ip_replacer(6, ip_mode)))
+        apply = _substitute(_IPV6, _ip_replacer(6, ip_mode))
+        return _Detector(kind, _LITERAL, apply, literals=(":",), trigger=trigger)
     if kind == "ipv4":
-        trigger = _searcher(r"\d\.\d{1,3}\.\d{1,3}\.\d")
-        return _Detector(kind, (r"\d\.\d",), trigger, _substitute(_IPV4, _ip_replacer(4, ip_mode)))
+        return _Detector(kind, _IPV4_SHAPE, _substitute(_IPV4, _ip_replacer(4, ip_mode)))
     if kind == "cnpj":
-        trigger = _searcher(_DIGIT_RUN + r"|/[0-9A-Z]{4}-\d\d")
-        return _Detector(kind, (_DIGIT_RUN, "/[0-9A-Z]{4}-"), trigger, _substitute(_CNPJ, _replace_cnpj))
+        # Numeric CNPJs are digit runs; alphanumeric ones are recognised formatted only, by their "/XXXX-dd".
+        trigger = _searcher(_DIGIT_RUN_PATTERN + r"|/[0-9A-Z]{4}-\d\d")
+        apply = _substitute(_CNPJ, _replace_cnpj)
+        return _Detector(kind, _DIGIT_RUN | _LITERAL, apply, literals=("/[0-9A-Z]{4}-",), trigger=trigger)
     if kind == "cpf":
-        return _Detector(kind, (_DIGIT_RUN,), digit_run, _substitute(_CPF, _replace_cpf))
+        return _Detector(kind, _DIGIT_RUN, _substitute(_CPF, _replace_cpf))
     if kind == "card":
-        return _Detector(kind, (_DIGIT_RUN,), digit_run, _substitute(_CARD, _replace_card))
+        return _Detector(kind, _DIGIT_RUN, _substitute(_CARD, _replace_card))
     if kind == "phone":
-        return _Detector(kind, (_DIGIT_RUN, r"\+[1-9]"), _searcher(_DIGIT_RUN + r"|\+[1-9]"), _redact_phones)
+        trigger = _searcher(_DIGIT_RUN_PATTERN + r"|\+[1-9]")
+        return _Detector(kind, _DIGIT_RUN | _LITERAL, _redact_phones, literals=(r"\+[1-9]",), trigger=trigger)
     raise ValueError(f"unknown detector {kind!r} (valid: {', '.join(DETECTION_ORDER)})")
 
 
@@ -526,7 +537,7 @@ class Redactor:
     ('client 192.168.7.0/24', (('ipv4', 1),))
     """
 
-    __slots__ = ("_anchored", "_digit", "_literal", "_steps", "detectors")
+    __slots__ = ("_digit_run", "_ipv4_shape", "_literal", "_sql_start", "_steps", "detectors")
 
     def __init__(self, detectors: Iterable[DetectorName] = DETECTION_ORDER, *, ip_mode: IPMode = "mask") -> None:
         wanted = set(detectors)
@@ -535,35 +546,36 @@ class Redactor:
             raise ValueError(f"unknown detectors {sorted(unknown)} (valid: {', '.join(DETECTION_ORDER)})")
         self.detectors: tuple[DetectorName, ...] = tuple(kind for kind in DETECTION_ORDER if kind in wanted)
         self._steps = tuple(_build(kind, ip_mode) for kind in self.detectors)
-        groups: dict[int, list[str]] = {_LITERAL: [], _DIGIT: [], _SQL: []}
+        literals = list(dict.fromkeys(literal for step in self._steps for literal in step.literals))
+        needed = 0
         for step in self._steps:
-            for alternative in step.quick:
-                check = _SQL if alternative.startswith("^") else _DIGIT if alternative.startswith("\\d") else _LITERAL
-                if alternative not in groups[check]:
-                    groups[check].append(alternative)
-        self._literal = _searcher("|".join(groups[_LITERAL])) if groups[_LITERAL] else _never
-        self._digit = _searcher("|".join(groups[_DIGIT])) if groups[_DIGIT] else _never
-        self._anchored = re.compile(_SQL_START, re.IGNORECASE).match if groups[_SQL] else _never
+            needed |= step.checks
+        self._literal = _searcher("|".join(literals)) if literals else _never
+        self._ipv4_shape = _searcher(_IPV4_SHAPE_PATTERN) if needed & _IPV4_SHAPE else _never
+        self._digit_run = _searcher(_DIGIT_RUN_PATTERN) if needed & _DIGIT_RUN else _never
+        self._sql_start = re.compile(_SQL_START, re.IGNORECASE).match if needed & _SQL else _never
 
     def redact(self, text: str) -> tuple[str, Findings]:
         """``text`` with every finding replaced by its marker, and the findings per detector.
 
-        A value with nothing to find comes back as the same object, with no findings; that path is three
-        regex searches that fail, a few hundred nanoseconds for a short label value.
+        A value with nothing to find comes back as the same object, with no findings; that path is four cheap
+        checks that fail (a few hundred nanoseconds for a short label value).
         """
         checks = 0
         if self._literal(text) is not None:
             checks = _LITERAL
-        if self._digit(text) is not None:
-            checks |= _DIGIT
-        if text[:1] in _SQL_FIRST_CHARS and self._anchored(text) is not None:
+        if self._ipv4_shape(text) is not None:
+            checks |= _IPV4_SHAPE
+        if self._digit_run(text) is not None:
+            checks |= _DIGIT_RUN
+        if (text[:2].lower() in _SQL_STARTS or text[:1].isspace()) and self._sql_start(text) is not None:
             checks |= _SQL
         if not checks:
             return text, _NO_FINDINGS
         findings: list[tuple[DetectorName, int]] = []
         for step in self._steps:
             # Triggers look at the current text: what earlier detectors replaced is no longer there.
-            if step.checks & checks and step.trigger(text):
+            if step.checks & checks and (step.trigger is None or step.trigger(text)):
                 replaced, found = step.apply(text)
                 if found:  # without findings the text is equal, and the same object is kept
                     text = replaced

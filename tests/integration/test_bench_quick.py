@@ -83,3 +83,23 @@ def test_recording_cost_quick_run_reports_ns_per_call_for_every_case() -> None:
         match = re.search(row, done.stdout, re.MULTILINE)
         assert match is not None, f"no figures for {case!r} in:\n{done.stdout}"
         assert int(match.group(1)) > 0 and int(match.group(2)) > 0
+
+
+def test_pipeline_cost_quick_run_reports_a_figure_per_default_processor() -> None:
+    done = run_quick("pipeline_cost.py", timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    for step in ("sanitize", "business", "cardinality"):
+        match = re.search(rf"^\| {step} \| (\d+\.\d\d) \|$", done.stdout, re.MULTILINE)
+        assert match is not None, f"no figure for {step!r} in:\n{done.stdout}"
+        assert float(match.group(1)) > 0
+
+
+def test_cardinality_burst_quick_run_stays_within_the_limit_plus_one_overflow_series() -> None:
+    done = run_quick("cardinality_burst.py", timeout=180)
+
+    assert done.returncode == 0, done.stderr
+    rows = dict(re.findall(r"^\| (.+?) \| ([\d,]+) \|", done.stdout, re.MULTILINE))
+    assert rows["otel_monitoring facade (limit 2000)"] == "2,001"
+    assert rows["cardinality processor (limit 2000)"] == "2,001"
+    assert rows["prometheus_client (no limit)"] == "20,000"  # the peers keep every value

@@ -143,3 +143,12 @@ def test_python_m_otel_monitoring_exits_2_with_one_stderr_line_on_bad_environmen
     assert result.stderr.splitlines() == [
         "otel-monitoring: error: PROMETHEUS_RETENTION_DAYS: must be an integer >= 1 (got 'abc')"
     ]
+
+
+def test_bad_processor_config_exits_2_naming_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["config", "show"], environ={"OTEL_MONITORING_PIPELINE": "sanitize,cardinality,sanitise"})
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "otel-monitoring: error: processing.pipeline[2]: unknown processor type 'sanitise' for id 'sanitise' "
+        "(valid: aggregate, business, cardinality, sanitize)"
+    ]
