@@ -38,7 +38,10 @@ def test_default_pipeline_runs_sanitize_business_cardinality_in_that_order() -> 
 
 
 def test_named_instances_get_their_own_config() -> None:
-    processors = {"cardinality/tight": {"limit": 5}, "aggregate/no_pod": {"rules": [{"metrics": ["*"], "remove": ["pod"]}]}}
+    processors = {
+        "cardinality/tight": {"limit": 5},
+        "aggregate/no_pod": {"rules": [{"metrics": ["*"], "remove": ["pod"]}]},
+    }
     pipeline = build_pipeline(processors, ["sanitize", "aggregate/no_pod", "cardinality/tight"], context())
     assert pipeline.ids == ["sanitize", "aggregate/no_pod", "cardinality/tight"]
     tight = dict(pipeline.steps)["cardinality/tight"]
