@@ -8,11 +8,12 @@ fixed marker (:data:`MARKERS`), leaving the rest of the string as it was::
     >>> Redactor().redact("/users/{id}")
     ('/users/{id}', ())
 
-Ordinary label values must cost almost nothing, so a :class:`Redactor` first runs a combined check made
-of every enabled detector's cheap necessary condition (an ``@`` for emails, eight digits close together
-for phones, cards, CPF and CNPJ, a known prefix for API keys, ...): three compiled searches, a few hundred
-nanoseconds for a short value. Only a value that trips it pays for the detectors themselves, and each of
-those first checks its own, more precise trigger where the first check is not precise enough.
+Ordinary label values must cost almost nothing, so a :class:`Redactor` first runs four cheap checks made of
+the enabled detectors' necessary conditions: one search for literal marks (an ``@`` for emails, a known
+prefix for API keys, ``eyJ`` for JWTs, ...), one for a dotted quad, one for a run of eight digits and
+separators (phones, cards, CPF, CNPJ), and a look at the first characters for a SQL keyword. Together they
+take a few hundred nanoseconds for a short value. Only a value that trips one of them pays for the detectors
+that need it, and those first check their own, more precise trigger where needed.
 
 Detection order (:data:`DETECTION_ORDER`) and why: earlier detectors consume text that later, less
 specific ones would otherwise claim in part.
@@ -165,9 +166,9 @@ def cnpj_valid(chars: str) -> bool:
 
 
 # --- Detectors ----------------------------------------------------------------------------------------------
-# A detector is a trigger (a regex whose match is necessary for any finding) and a function returning the new
-# text and the number of findings. Callbacks return the matched text unchanged when validation fails, so only
-# real findings are counted.
+# A detector is the first checks it needs, an optional more precise trigger, and a body returning the new text
+# and the number of findings. Bodies return a candidate unchanged when validation (check digits, ipaddress,
+# Luhn) fails, and only changed candidates are counted.
 
 _Apply = Callable[[str], tuple[str, int]]
 
@@ -177,7 +178,7 @@ _LITERAL, _IPV4_SHAPE, _DIGIT_RUN, _SQL = 1, 2, 4, 8
 
 
 class _Detector:
-    __slots__ = ("apply", "checks", "kind", "literals", "trigger")
+    __slots__ = ("apply", "checks", "kind", "literals", "sufficient", "trigger")
 
     def __init__(
         self,
@@ -187,13 +188,17 @@ class _Detector:
         *,
         literals: tuple[str, ...] = (),
         trigger: Callable[[str], object] | None = None,
+        sufficient: int = 0,
     ) -> None:
         self.kind = kind
         # Which first checks must pass for this detector to find anything: a value that only tripped the digit
         # check is never searched for API keys. ``literals`` are this detector's part of the literal check.
         self.checks = checks
         self.literals = literals
-        self.trigger = trigger  # a more precise condition, when the first checks are not enough
+        # A more precise condition when the first checks are not enough, skipped when a ``sufficient`` one
+        # passed (a digit run needs no second look for the phone detector).
+        self.trigger = trigger
+        self.sufficient = sufficient
         self.apply = apply
 
 
@@ -219,9 +224,6 @@ def _marker(kind: DetectorName) -> Callable[[re.Match[str]], str]:
     marker = MARKERS[kind]
     return lambda match: marker
 
-
-# Eight digits with at most two separators between neighbours: necessary for phones, cards, CPF and CNPJ.
-_DIGITS8 = r"\d(?:[\s.()/-]{0,2}\d){7}"
 
 # SQL: a statement's first keyword, and the shape that keyword needs, so that "DELETE /users/7" (an HTTP
 # method and a path) or "Update available" are not taken for SQL.
@@ -510,14 +512,18 @@ def _build(kind: DetectorName, ip_mode: IPMode) -> _Detector:
         # Numeric CNPJs are digit runs; alphanumeric ones are recognised formatted only, by their "/XXXX-dd".
         trigger = _searcher(_DIGIT_RUN_PATTERN + r"|/[0-9A-Z]{4}-\d\d")
         apply = _substitute(_CNPJ, _replace_cnpj)
-        return _Detector(kind, _DIGIT_RUN | _LITERAL, apply, literals=("/[0-9A-Z]{4}-",), trigger=trigger)
+        return _Detector(
+            kind, _DIGIT_RUN | _LITERAL, apply, literals=("/[0-9A-Z]{4}-",), trigger=trigger, sufficient=_DIGIT_RUN
+        )
     if kind == "cpf":
         return _Detector(kind, _DIGIT_RUN, _substitute(_CPF, _replace_cpf))
     if kind == "card":
         return _Detector(kind, _DIGIT_RUN, _substitute(_CARD, _replace_card))
     if kind == "phone":
         trigger = _searcher(_DIGIT_RUN_PATTERN + r"|\+[1-9]")
-        return _Detector(kind, _DIGIT_RUN | _LITERAL, _redact_phones, literals=(r"\+[1-9]",), trigger=trigger)
+        return _Detector(
+            kind, _DIGIT_RUN | _LITERAL, _redact_phones, literals=(r"\+[1-9]",), trigger=trigger, sufficient=_DIGIT_RUN
+        )
     raise ValueError(f"unknown detector {kind!r} (valid: {', '.join(DETECTION_ORDER)})")
 
 
@@ -537,7 +543,7 @@ class Redactor:
     ('client 192.168.7.0/24', (('ipv4', 1),))
     """
 
-    __slots__ = ("_digit_run", "_ipv4_shape", "_literal", "_sql_start", "_steps", "detectors")
+    __slots__ = ("_digit_run", "_digits", "_ipv4_shape", "_literal", "_sql_start", "_steps", "detectors")
 
     def __init__(self, detectors: Iterable[DetectorName] = DETECTION_ORDER, *, ip_mode: IPMode = "mask") -> None:
         wanted = set(detectors)
@@ -553,21 +559,27 @@ class Redactor:
         self._literal = _searcher("|".join(literals)) if literals else _never
         self._ipv4_shape = _searcher(_IPV4_SHAPE_PATTERN) if needed & _IPV4_SHAPE else _never
         self._digit_run = _searcher(_DIGIT_RUN_PATTERN) if needed & _DIGIT_RUN else _never
+        # Both digit shapes in one search (their common leading \d factored out) for the usual case where
+        # neither is there; which one matched is looked up only when one did.
+        digit_shapes = ((_IPV4_SHAPE, _IPV4_SHAPE_PATTERN), (_DIGIT_RUN, _DIGIT_RUN_PATTERN))
+        tails = [pattern.removeprefix("\\d") for bit, pattern in digit_shapes if needed & bit]
+        self._digits = _searcher(r"\d(?:" + "|".join(tails) + ")") if tails else _never
         self._sql_start = re.compile(_SQL_START, re.IGNORECASE).match if needed & _SQL else _never
 
     def redact(self, text: str) -> tuple[str, Findings]:
         """``text`` with every finding replaced by its marker, and the findings per detector.
 
-        A value with nothing to find comes back as the same object, with no findings; that path is four cheap
-        checks that fail (a few hundred nanoseconds for a short label value).
+        A value with nothing to find comes back as the same object, with no findings; that path is two regex
+        searches and a set lookup that fail (a few hundred nanoseconds for a short label value).
         """
         checks = 0
         if self._literal(text) is not None:
             checks = _LITERAL
-        if self._ipv4_shape(text) is not None:
-            checks |= _IPV4_SHAPE
-        if self._digit_run(text) is not None:
-            checks |= _DIGIT_RUN
+        if self._digits(text) is not None:
+            if self._ipv4_shape(text) is not None:
+                checks |= _IPV4_SHAPE
+            if self._digit_run(text) is not None:
+                checks |= _DIGIT_RUN
         if (text[:2].lower() in _SQL_STARTS or text[:1].isspace()) and self._sql_start(text) is not None:
             checks |= _SQL
         if not checks:
@@ -575,7 +587,7 @@ class Redactor:
         findings: list[tuple[DetectorName, int]] = []
         for step in self._steps:
             # Triggers look at the current text: what earlier detectors replaced is no longer there.
-            if step.checks & checks and (step.trigger is None or step.trigger(text)):
+            if step.checks & checks and (step.trigger is None or step.sufficient & checks or step.trigger(text)):
                 replaced, found = step.apply(text)
                 if found:  # without findings the text is equal, and the same object is kept
                     text = replaced

@@ -15,9 +15,16 @@ Resource attributes (rendered as ``target_info`` labels) and exemplars' filtered
 the same detectors. Step 4 and the cap also apply to resource attributes; allow, deny and pseudonyms do not,
 as they are rules about a metric's labels.
 
-When rewriting makes two points of one metric collide (two emails both become ``<email>``), or whenever a
-metric's labels lose information, its points go through :class:`processors._merge.SeriesMerger`, which
-merges them and keeps cumulative outputs monotonic across batches. Pseudonyms alone never merge series.
+Rewrites that can make two series one (markers, dropped keys, cuts) send those points, and any point whose
+new attributes equal theirs, through :class:`processors._merge.SeriesMerger`: colliding points (two emails
+that both became ``<email>``) come out as one point, never twice, and cumulative outputs stay monotonic across
+batches. An output series that went through the merger once always does. Points of the same metric that
+collide with nothing are emitted directly, so one email among a thousand series does not send the other 999
+through the merger. Pseudonyms never merge series (two ids share a pseudonym with negligible probability at
+the default 16 hex characters; below 12 that is no longer true for tens of thousands of ids). Series from
+different resources (two workers reporting to a sidecar) or scopes are never merged together. Exemplars of
+merged points are dropped; exponential histograms, which cannot be merged across scales, keep the first of
+colliding points.
 
 What was done is counted in the pipeline's own registry (``context.registry``) with bounded labels only:
 
@@ -41,7 +48,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Protocol, cast
 
 from opentelemetry.sdk.metrics.export import (
     Gauge,
@@ -55,7 +62,6 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from pydantic import Field, ValidationInfo, field_validator
 
-from otel_monitoring._cells import CounterCell
 from processors._merge import SeriesMerger, attributes_key
 from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
 from processors.detectors import DETECTION_ORDER, DetectorName, Redactor
@@ -121,7 +127,8 @@ class SanitizeConfig(ComponentConfig):
     per-process key is used and one warning says so: pseudonyms then change on every restart."""
 
     pseudonym_length: int = 16
-    """Hex characters of the HMAC kept in a pseudonym (8 to 64), after the ``u_`` prefix."""
+    """Hex characters of the HMAC kept in a pseudonym (8 to 64), after the ``u_`` prefix. Below 12, two of tens
+    of thousands of ids may share a pseudonym."""
 
     allow: dict[str, list[str]] = Field(default_factory=dict)
     """Metric-name glob -> attribute-key globs allowed on matching metrics. On a metric matched by one or
@@ -236,7 +243,15 @@ def _normalize_key(key: str) -> str:
 # --- Per attribute set results ------------------------------------------------------------------------------
 
 _KEEP, _DENY, _NOT_ALLOWED, _PSEUDONYMIZE = range(4)
-_Counts = tuple[tuple[CounterCell, float], ...]
+
+
+class _Cell(Protocol):
+    """One labelled series of a counter in the pipeline's own registry."""
+
+    def inc(self, amount: float = 1.0) -> None: ...
+
+
+_Counts = tuple[tuple[_Cell, float], ...]
 _Identity = frozenset[tuple[str, Any]]
 
 
@@ -306,7 +321,7 @@ class SanitizeProcessor(Processor):
         token_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         context = context if context is not None else ProcessorContext()
-        self._config = config
+        self.config = config  # as validated, for introspection
         component_id = context.component_id or "sanitize"
         self._clock = context.clock
         self._redactor = Redactor(config.detectors, ip_mode=config.ip_mode)
@@ -362,7 +377,12 @@ class SanitizeProcessor(Processor):
     # --- Batches ----------------------------------------------------------------------------------------------
 
     def process(self, data: MetricsData) -> MetricsData:
-        """The batch with every label value sanitized; unchanged parts are the same objects as in ``data``."""
+        """The batch with every label value sanitized; unchanged parts are the same objects as in ``data``.
+
+        Safe to call from several threads: batches are processed one at a time. Merge state follows one stream
+        of batches, so give each reader its own processor: two readers' cumulative points of one series may
+        carry different start times, which the merger would read as restarts.
+        """
         with self._lock:
             changed = False
             resource_metrics: list[ResourceMetrics] = []
@@ -484,14 +504,17 @@ class SanitizeProcessor(Processor):
             # Exponential histograms cannot be merged bucket by bucket across scales: the first point of a
             # colliding set is kept rather than one series being emitted twice.
             seen: set[_Identity] = set()
-            kept = []
-            for point, entry, identity, go in zip(points, entries, identities, through, strict=True):
+            kept: list[int] = []
+            for index, (identity, go) in enumerate(zip(identities, through, strict=True)):
                 if go and identity not in seen:
                     seen.add(identity)
-                    kept.append(
-                        point if entry.attributes is None else dataclasses.replace(point, attributes=entry.attributes)
-                    )
-            return _with_points(metric, direct_points + kept)
+                    kept.append(index)
+            kept_points = _rewritten(
+                [points[i] for i in kept],
+                [entries[i] for i in kept],
+                None if exemplars is None else {n: exemplars[i] for n, i in enumerate(kept) if i in exemplars},
+            )
+            return _with_points(metric, direct_points + kept_points)
         merger = self._mergers.get(source)
         if merger is None:
             merger = self._mergers[source] = SeriesMerger(clock=self._clock)
@@ -508,7 +531,7 @@ class SanitizeProcessor(Processor):
 
     def _count(self, entries: Sequence[_Entry]) -> None:
         # Summed per batch first: a counter increment takes a lock, a dict update does not.
-        totals: dict[CounterCell, float] = {}
+        totals: dict[_Cell, float] = {}
         for entry in entries:
             for cell, amount in entry.counts:
                 totals[cell] = totals.get(cell, 0) + amount
@@ -556,7 +579,7 @@ class SanitizeProcessor(Processor):
         actions = policy.actions
         texts = self._texts
         new: dict[str, Any] = {}
-        counts: dict[CounterCell, float] = {}
+        counts: dict[_Cell, float] = {}
         changed = lossy = False
         for key, value in attributes.items():
             action = actions.get(key)
@@ -605,7 +628,7 @@ class SanitizeProcessor(Processor):
         known = self._resources.get(id(resource))
         if known is not None and known[0] is resource:
             return known[1], known[2]
-        counts: dict[CounterCell, float] = {}
+        counts: dict[_Cell, float] = {}
         attributes = dict(resource.attributes)
         changed = False
         for key, value in resource.attributes.items():
@@ -624,7 +647,7 @@ class SanitizeProcessor(Processor):
 
     # --- Values -----------------------------------------------------------------------------------------------
 
-    def _clean_value(self, value: Any, counts: dict[CounterCell, float]) -> Any:
+    def _clean_value(self, value: Any, counts: dict[_Cell, float]) -> Any:
         """The value with detector findings replaced and its length capped; the same object when unchanged."""
         result: _CleanText | None
         if isinstance(value, str):

@@ -436,6 +436,17 @@ def test_merged_output_is_monotonic_and_equals_the_true_total(steps: list[dict[i
         assert previous == true_total
 
 
+def test_a_series_merged_once_keeps_its_merged_total_when_the_others_are_gone() -> None:
+    processor = make()
+    literal = {"route": "/u/<email>"}  # a value that already looks like the marker
+    email = {"route": "/u/ana@example.com"}
+    totals = [
+        points_of(processor.process(batch(counter(points))))
+        for points in ([(literal, 10.0)], [(literal, 11.0), (email, 5.0)], [(literal, 12.0)])
+    ]
+    assert [[point.value for point in points] for points in totals] == [[10.0], [16.0], [17.0]]
+
+
 def test_colliding_gauges_histograms_and_deltas_merge_into_one_point() -> None:
     processor = make()
     gauge = Metric(
