@@ -93,27 +93,36 @@ class RecordingBridge:
         self._scope = scope
         self._process = process
         self._clock = clock
-        self._lock = threading.Lock()
-
-    def set_processor(self, process: MetricsProcessor | None) -> None:
-        self._process = process
+        self._reader_locks: list[list[threading.Lock]] = []
 
     def set_resource(self, resource: Resource) -> None:
         self._resource = resource
 
-    def reset_lock(self) -> None:
-        self._lock = threading.Lock()
+    def reset_locks(self) -> None:
+        """New locks after ``fork``: a parent thread may have held one."""
+        for holder in self._reader_locks:
+            holder[0] = threading.Lock()
 
-    def attach(self, reader: MetricReader) -> None:
-        """Wrap a reader that a ``MeterProvider`` already registered, so its collections include the cells."""
+    def attach(self, reader: MetricReader, *, process: MetricsProcessor | None = None) -> None:
+        """Wrap a reader that a ``MeterProvider`` already registered, so its collections include the cells.
+
+        ``process`` (default: the bridge's) is this reader's own processing: processors keep state across
+        batches, so each reader needs its own pipeline, fed only its own collections.
+        """
         sdk_collect = cast(_SDKCollect | None, reader._collect)
         if sdk_collect is None:
             raise ValueError(f"{type(reader).__name__} is not registered with a MeterProvider yet")
         temporality = reader_temporality(reader)
         delta = _DeltaState() if _DELTA in temporality.values() else None
+        steps = process if process is not None else self._process
+        lock_holder = [threading.Lock()]
+        self._reader_locks.append(lock_holder)
 
         def collect(metric_reader: MetricReader, timeout_millis: float = 10_000) -> MetricsData:
-            return self._collect(sdk_collect, metric_reader, timeout_millis, temporality, delta)
+            # One collection at a time per reader (two scrapes may overlap): the delta state and the
+            # pipeline's state belong to this reader and see its batches in order.
+            with lock_holder[0]:
+                return self._collect(sdk_collect, metric_reader, timeout_millis, temporality, delta, steps)
 
         reader._set_collect_callback(collect)
 
@@ -124,12 +133,12 @@ class RecordingBridge:
         timeout_millis: float,
         temporality: dict[str, AggregationTemporality],
         delta: _DeltaState | None,
+        process: MetricsProcessor | None,
     ) -> MetricsData:
         sdk_data = sdk_collect(reader, timeout_millis=timeout_millis)
-        with self._lock:  # delta state is per reader, but one reader may be collected from two threads
-            ours = self.collect_metrics(temporality, delta)
+        ours = self.collect_metrics(temporality, delta)
         data = _merge(sdk_data, self._resource, ScopeMetrics(self._scope, ours, ""))
-        return self._process(data) if self._process is not None else data
+        return process(data) if process is not None else data
 
     def collect_metrics(
         self, temporality: dict[str, AggregationTemporality] | None = None, delta: _DeltaState | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import uuid
 import weakref
@@ -54,6 +55,7 @@ __all__ = [
     "create_pipeline",
     "create_resource",
     "get_telemetry",
+    "pipeline_secrets",
     "set_telemetry",
     "shutdown_telemetry",
     "start_if_exporting",
@@ -129,14 +131,30 @@ def _create_otlp_exporter(otlp: OTLPConfig) -> MetricExporter:
     )
 
 
-def create_pipeline(settings: Settings, registry: MetricsRegistry, *, strict: bool = False) -> Pipeline:
+def pipeline_secrets(settings: Settings) -> dict[str, str]:
+    """The secrets processors need; without a configured pseudonym key, one random key for this process.
+
+    One key for every pipeline of the process, so a customer has the same pseudonym on /metrics and in OTLP.
+    """
+    key = settings.processing.pseudonym_key
+    if key is not None:
+        return {"pseudonym_key": key.get_secret_value()}
+    _logger.warning(
+        "no pseudonym key is set (OTEL_MONITORING_PSEUDONYM_KEY or processing.pseudonym_key): customer and user ids "
+        "get pseudonyms from a random key of this process, which change on restart and differ between processes"
+    )
+    return {"pseudonym_key": secrets.token_hex(32)}
+
+
+def create_pipeline(
+    settings: Settings, registry: MetricsRegistry, secrets: dict[str, str], *, strict: bool = False
+) -> Pipeline:
     """The processing pipeline from ``settings.processing``; its own metrics go to ``registry``.
 
     Inside a host application a bad pipeline logs one warning and the default pipeline runs instead,
     so personal data stays sanitized; ``strict`` (the CLI) raises ``PipelineConfigError``.
     """
     processing = settings.processing
-    secrets = {"pseudonym_key": processing.pseudonym_key.get_secret_value()} if processing.pseudonym_key else {}
     context = ProcessorContext(registry=registry, secrets=secrets)
     try:
         return build_pipeline(processing.processors, processing.pipeline, context)
@@ -180,15 +198,11 @@ class Telemetry:
             metric_readers=readers,
             views=[_seconds_histogram_view(settings.http.duration_buckets)],
         )
-        self.pipeline: Pipeline | None = None
-        if processor is None:
-            self.pipeline = create_pipeline(settings, registry)
-            self.pipeline.start()
-            deduplicate, run_pipeline = _drop_duplicate_http_server_metrics(registry), self.pipeline.process
-            processor = lambda data: run_pipeline(deduplicate(data))  # noqa: E731 - the two steps, in order
+        self.pipelines: list[Pipeline] = []
         self.bridge = RecordingBridge(registry, self.resource, SCOPE, process=processor)
+        keys = pipeline_secrets(settings) if processor is None else {}
         for reader in readers:
-            self.bridge.attach(reader)
+            self.bridge.attach(reader, process=processor or self._reader_pipeline(keys))
         self._standalone_server: object | None = None
         if start_exporters and "prometheus" in exporters:
             self._start_standalone_endpoint()
@@ -206,7 +220,7 @@ class Telemetry:
         cumulative series into one.
         """
         self.registry.reset_locks_after_fork()
-        self.bridge.reset_lock()
+        self.bridge.reset_locks()
         worker = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": os.getpid()})
         self.resource = self.resource.merge(worker)
         self.bridge.set_resource(self.resource)
@@ -222,6 +236,14 @@ class Telemetry:
             self._standalone_server = None
         if self.pushgateway_pusher is not None:
             self.pushgateway_pusher.reset_after_fork()
+
+    def _reader_pipeline(self, keys: dict[str, str]) -> MetricsProcessor:
+        """A pipeline of its own for one reader: processors keep state from one batch to the next."""
+        pipeline = create_pipeline(self.settings, self.registry, keys)
+        pipeline.start()
+        self.pipelines.append(pipeline)
+        deduplicate = _drop_duplicate_http_server_metrics(self.registry)
+        return lambda data: pipeline.process(deduplicate(data))
 
     def _exporter_readers(self, exporters: Sequence[str]) -> list[MetricReader]:
         interval = self.settings.exporters.export_interval_ms
@@ -266,8 +288,8 @@ class Telemetry:
         if self.pushgateway_pusher is not None:
             self.pushgateway_pusher.stop(final_push=True)  # before the readers stop, so it still has values
         self.meter_provider.shutdown()
-        if self.pipeline is not None:
-            self.pipeline.shutdown()
+        for pipeline in self.pipelines:
+            pipeline.shutdown()
 
 
 _lock = threading.Lock()

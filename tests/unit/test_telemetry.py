@@ -1,0 +1,73 @@
+"""The process pipeline: every reader gets its own processing, with one pseudonym key for the process."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_monitoring.exporter import render_exposition
+from otel_monitoring.metrics import MetricsRegistry
+from otel_monitoring.settings import load_settings
+from otel_monitoring.telemetry import Telemetry
+
+KEY = {"OTEL_MONITORING_PSEUDONYM_KEY": "unit-test-key-0123456789"}
+
+
+def logins_in_memory(data: MetricsData | None) -> list[tuple[dict[str, object], float]]:
+    assert data is not None
+    return [
+        (dict(point.attributes or {}), point.value)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "logins"
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    ]
+
+
+def logins_exposed(telemetry: Telemetry) -> list[tuple[dict[str, str], float]]:
+    text = render_exposition(telemetry.prometheus_registry, None, None)[0].decode()
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "logins_total"
+    ]
+
+
+def test_merged_series_stay_exact_when_two_readers_collect_in_turn() -> None:
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(load_settings(environ=KEY), MetricsRegistry(), extra_readers=[reader], start_exporters=False)
+    try:
+        logins = telemetry.meter_provider.get_meter("app").create_counter("logins")
+        logins.add(3, {"email": "ana@example.com", "plan": "pro"})
+        logins.add(4, {"email": "bob@example.org", "plan": "pro"})
+        for _ in range(4):  # each reader's batches go through its own pipeline, so nothing is counted twice
+            in_memory = logins_in_memory(reader.get_metrics_data())
+            exposed = logins_exposed(telemetry)
+    finally:
+        telemetry.shutdown()
+
+    assert in_memory == [({"email": "<email>", "plan": "pro"}, 7)]
+    assert exposed == [({"email": "<email>", "plan": "pro"}, 7.0)]
+
+
+def test_one_random_pseudonym_key_per_process_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    reader = InMemoryMetricReader()
+    with caplog.at_level(logging.WARNING):
+        telemetry = Telemetry(
+            load_settings(environ={}), MetricsRegistry(), extra_readers=[reader], start_exporters=False
+        )
+    try:
+        telemetry.meter_provider.get_meter("app").create_counter("logins").add(1, {"client_id": "acme-42"})
+        [(in_memory, _)] = logins_in_memory(reader.get_metrics_data())
+        [(exposed, _)] = logins_exposed(telemetry)
+    finally:
+        telemetry.shutdown()
+
+    assert in_memory["client_id"] == exposed["client_id"] != "acme-42"  # the same pseudonym for both readers
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "OTEL_MONITORING_PSEUDONYM_KEY" in warnings[0]
