@@ -35,14 +35,27 @@ from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     Metric,
     NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
     Sum,
 )
 
-__all__ = ["GaugeFunction", "SeriesMerger", "attributes_key"]
+__all__ = ["GaugeFunction", "SeriesMerger", "attributes_key", "origin_of"]
 
 GaugeFunction = Literal["sum", "avg", "min", "max", "last"]
 AttributesKey = frozenset[tuple[str, Hashable]]
 Regrouped = Iterable[tuple[NumberDataPoint | HistogramDataPoint, Mapping[str, Any]]]
+
+
+def origin_of(resource_metrics: ResourceMetrics, scope_metrics: ScopeMetrics) -> Hashable:
+    """Where a metric came from, for ``merge(origin=...)``: equal attributes from two workers are two inputs."""
+    scope = scope_metrics.scope
+    return (
+        attributes_key(resource_metrics.resource.attributes),
+        scope.name,
+        scope.version or "",
+        scope.schema_url or "",
+    )
 
 
 def attributes_key(attributes: Mapping[str, Any]) -> AttributesKey:

@@ -43,7 +43,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from pydantic import Field, model_validator
 
-from processors._merge import GaugeFunction, SeriesMerger, attributes_key
+from processors._merge import GaugeFunction, SeriesMerger, origin_of
 from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
 
 __all__ = ["FACTORY", "AggregateConfig", "AggregateProcessor", "AggregateRule"]
@@ -152,7 +152,7 @@ class AggregateProcessor(Processor):
                         metrics.append(metric)
                         continue
                     if origin is None:
-                        origin = _origin(resource_metrics, scope_metrics)
+                        origin = origin_of(resource_metrics, scope_metrics)
                     aggregated = self._aggregate(metric, rule, origin)
                     if aggregated is not metric:
                         scope_changed = True
@@ -197,17 +197,6 @@ class AggregateProcessor(Processor):
         regroup = rule.regroup
         regrouped = [(point, regroup(point.attributes or {})) for point in points]
         return self._merger.merge(metric, regrouped, rule.gauge_function, origin=origin)
-
-
-def _origin(resource_metrics: ResourceMetrics, scope_metrics: ScopeMetrics) -> Hashable:
-    """Where a metric came from: equal attributes from two workers (two resources) are two inputs."""
-    scope = scope_metrics.scope
-    return (
-        attributes_key(resource_metrics.resource.attributes),
-        scope.name,
-        scope.version or "",
-        scope.schema_url or "",
-    )
 
 
 def create_aggregate_processor(config: AggregateConfig, context: ProcessorContext) -> AggregateProcessor:

@@ -57,7 +57,7 @@ from opentelemetry.sdk.metrics.export import (
 from pydantic import Field, field_validator
 
 from otel_monitoring._instruments import OVERFLOW_ATTRIBUTES  # one definition for the facade and the pipeline
-from processors._merge import SeriesMerger, attributes_key
+from processors._merge import SeriesMerger, attributes_key, origin_of
 from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
 
 __all__ = ["FACTORY", "OVERFLOW_ATTRIBUTES", "CardinalityConfig", "CardinalityProcessor"]
@@ -240,7 +240,7 @@ class CardinalityProcessor(Processor):
             if len(admitted) < limit:
                 # A free slot, but a set already counted in the overflow stays there (see the module docstring).
                 if overflowed and origin is None:
-                    origin = _origin(resource_metrics, scope_metrics)
+                    origin = origin_of(resource_metrics, scope_metrics)
                 if not overflowed or key not in overflowed.get(origin, _NOTHING):
                     admitted[key] = now
                     if kept is not None:
@@ -253,7 +253,7 @@ class CardinalityProcessor(Processor):
         if kept is None:
             return metric
         if origin is None:
-            origin = _origin(resource_metrics, scope_metrics)
+            origin = origin_of(resource_metrics, scope_metrics)
         return self._with_overflow(metric, state, kept, overflow_points, overflow_keys, origin, now)
 
     def _with_overflow(
@@ -342,17 +342,6 @@ def _with_points(data: Any, points: list[Any]) -> Any:
     if isinstance(data, Histogram):
         return Histogram(points, data.aggregation_temporality)
     return ExponentialHistogram(points, data.aggregation_temporality)
-
-
-def _origin(resource_metrics: ResourceMetrics, scope_metrics: ScopeMetrics) -> Hashable:
-    """Where a metric came from: each resource and scope gets its own overflow series."""
-    scope = scope_metrics.scope
-    return (
-        attributes_key(resource_metrics.resource.attributes),
-        scope.name,
-        scope.version or "",
-        scope.schema_url or "",
-    )
 
 
 def create_cardinality_processor(config: CardinalityConfig, context: ProcessorContext) -> CardinalityProcessor:
