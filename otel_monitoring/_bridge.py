@@ -11,6 +11,7 @@ SDK's instruments stay stock; only the source of the facade's data points differ
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ from otel_monitoring._instruments import (
 )
 
 __all__ = ["MetricsProcessor", "RecordingBridge", "reader_temporality"]
+
+_logger = logging.getLogger(__name__)
 
 MetricsProcessor = Callable[[MetricsData], MetricsData]
 """Export-time processing: a pure ``MetricsData -> MetricsData`` step run before a reader sees the data."""
@@ -138,7 +141,14 @@ class RecordingBridge:
         sdk_data = sdk_collect(reader, timeout_millis=timeout_millis)
         ours = self.collect_metrics(temporality, delta)
         data = _merge(sdk_data, self._resource, ScopeMetrics(self._scope, ours, ""))
-        return process(data) if process is not None else data
+        if process is None:
+            return data
+        try:
+            return process(data)
+        except Exception:
+            # Fail closed: a batch the pipeline could not clean is not exported, and the host keeps running.
+            _logger.exception("processing failed; this collection of %s exports nothing", type(reader).__name__)
+            return MetricsData([])
 
     def collect_metrics(
         self, temporality: dict[str, AggregationTemporality] | None = None, delta: _DeltaState | None = None

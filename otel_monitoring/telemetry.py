@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import (
@@ -132,18 +131,10 @@ def _create_otlp_exporter(otlp: OTLPConfig) -> MetricExporter:
 
 
 def pipeline_secrets(settings: Settings) -> dict[str, str]:
-    """The secrets processors need; without a configured pseudonym key, one random key for this process.
-
-    One key for every pipeline of the process, so a customer has the same pseudonym on /metrics and in OTLP.
-    """
+    """The secrets processors need. Without a configured pseudonym key, sanitize falls back to one random key
+    per process (shared by every pipeline, so a customer has one pseudonym on /metrics and in OTLP) and warns."""
     key = settings.processing.pseudonym_key
-    if key is not None:
-        return {"pseudonym_key": key.get_secret_value()}
-    _logger.warning(
-        "no pseudonym key is set (OTEL_MONITORING_PSEUDONYM_KEY or processing.pseudonym_key): customer and user ids "
-        "get pseudonyms from a random key of this process, which change on restart and differ between processes"
-    )
-    return {"pseudonym_key": secrets.token_hex(32)}
+    return {"pseudonym_key": key.get_secret_value()} if key is not None else {}
 
 
 def create_pipeline(
@@ -163,6 +154,19 @@ def create_pipeline(
             raise
         _logger.warning("%s; using the default pipeline %s", error, ", ".join(DEFAULT_PIPELINE))
         return build_pipeline({}, None, context)
+
+
+class _ReaderPipeline:
+    """One reader's pipeline, rebuilt from the same recipe in a forked child."""
+
+    def __init__(self, build: Callable[[], Pipeline]) -> None:
+        self._build = build
+        self.pipeline = build()
+        self.pipeline.start()
+
+    def rebuild(self) -> None:
+        self.pipeline = self._build()
+        self.pipeline.start()
 
 
 class Telemetry:
@@ -198,11 +202,13 @@ class Telemetry:
             metric_readers=readers,
             views=[_seconds_histogram_view(settings.http.duration_buckets)],
         )
-        self.pipelines: list[Pipeline] = []
-        self.bridge = RecordingBridge(registry, self.resource, SCOPE, process=processor)
-        keys = pipeline_secrets(settings) if processor is None else {}
-        for reader in readers:
-            self.bridge.attach(reader, process=processor or self._reader_pipeline(keys))
+        self._pipelines: list[_ReaderPipeline] = []
+        self.bridge = RecordingBridge(registry, self.resource, SCOPE)
+        for index, reader in enumerate(readers):
+            # The pipeline's own metrics (redactions, overflows) come from the first reader's pipeline only:
+            # every reader processes the same data, and counting it once per reader would multiply them.
+            own_metrics = registry if index == 0 else MetricsRegistry()
+            self.bridge.attach(reader, process=processor or self._reader_pipeline(own_metrics))
         self._standalone_server: object | None = None
         if start_exporters and "prometheus" in exporters:
             self._start_standalone_endpoint()
@@ -236,14 +242,21 @@ class Telemetry:
             self._standalone_server = None
         if self.pushgateway_pusher is not None:
             self.pushgateway_pusher.reset_after_fork()
+        for slot in self._pipelines:
+            # Fresh processors: a collection running in a parent thread at fork time leaves their locks held
+            # in the child, and their state described the parent's series, not this worker's.
+            slot.rebuild()
 
-    def _reader_pipeline(self, keys: dict[str, str]) -> MetricsProcessor:
+    def _reader_pipeline(self, own_metrics: MetricsRegistry) -> MetricsProcessor:
         """A pipeline of its own for one reader: processors keep state from one batch to the next."""
-        pipeline = create_pipeline(self.settings, self.registry, keys)
-        pipeline.start()
-        self.pipelines.append(pipeline)
+        slot = _ReaderPipeline(lambda: create_pipeline(self.settings, own_metrics, pipeline_secrets(self.settings)))
+        self._pipelines.append(slot)
         deduplicate = _drop_duplicate_http_server_metrics(self.registry)
-        return lambda data: pipeline.process(deduplicate(data))
+        return lambda data: slot.pipeline.process(deduplicate(data))
+
+    @property
+    def pipelines(self) -> list[Pipeline]:
+        return [slot.pipeline for slot in self._pipelines]
 
     def _exporter_readers(self, exporters: Sequence[str]) -> list[MetricReader]:
         interval = self.settings.exporters.export_interval_ms

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
 
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
@@ -71,3 +75,39 @@ def test_one_random_pseudonym_key_per_process_with_one_warning(caplog: pytest.Lo
     assert in_memory["client_id"] == exposed["client_id"] != "acme-42"  # the same pseudonym for both readers
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "OTEL_MONITORING_PSEUDONYM_KEY" in warnings[0]
+
+
+def test_forked_child_scrapes_while_a_parent_thread_was_collecting() -> None:
+    # gunicorn --preload forks workers while a periodic reader or the standalone endpoint may be collecting.
+    registry = MetricsRegistry()
+    telemetry = Telemetry(load_settings(environ=KEY), registry, start_exporters=False)
+    counter = registry.counter("reqs_total", "Requests", ("route",))
+    for n in range(300):
+        counter.labels(route=f"/r{n}/ana{n}@example.com").inc()
+    stop = threading.Event()
+
+    def scrape_forever() -> None:
+        while not stop.is_set():
+            render_exposition(telemetry.prometheus_registry, None, None)
+
+    scraper = threading.Thread(target=scrape_forever, daemon=True)
+    scraper.start()
+    failed = 0
+    try:
+        for _ in range(10):
+            time.sleep(0.01)
+            pid = os.fork()
+            if pid == 0:  # the child: its first scrape must finish, with the parent's locks left behind
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler would let it exit 0
+                signal.alarm(5)
+                try:
+                    render_exposition(telemetry.prometheus_registry, None, None)
+                finally:
+                    os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            failed += int(os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0)
+    finally:
+        stop.set()
+        scraper.join()
+        telemetry.shutdown()
+    assert failed == 0
