@@ -157,16 +157,25 @@ def create_pipeline(
 
 
 class _ReaderPipeline:
-    """One reader's pipeline, rebuilt from the same recipe in a forked child."""
+    """One reader's pipeline, rebuilt from the same recipe on the first collection in a forked child.
+
+    Not in the fork handler itself: building runs arbitrary code (imports, logging, locks) at a moment
+    when another thread of the parent may have held any lock; the first collection runs in normal context.
+    """
 
     def __init__(self, build: Callable[[], Pipeline]) -> None:
         self._build = build
-        self.pipeline = build()
-        self.pipeline.start()
+        self._pid = os.getpid()
+        self._pipeline = build()
+        self._pipeline.start()
 
-    def rebuild(self) -> None:
-        self.pipeline = self._build()
-        self.pipeline.start()
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pid != os.getpid():  # forked: the inherited processors may hold locks and the parent's state
+            self._pid = os.getpid()
+            self._pipeline = self._build()
+            self._pipeline.start()
+        return self._pipeline
 
 
 class Telemetry:
@@ -242,10 +251,8 @@ class Telemetry:
             self._standalone_server = None
         if self.pushgateway_pusher is not None:
             self.pushgateway_pusher.reset_after_fork()
-        for slot in self._pipelines:
-            # Fresh processors: a collection running in a parent thread at fork time leaves their locks held
-            # in the child, and their state described the parent's series, not this worker's.
-            slot.rebuild()
+        # prometheus_client's registry lock too: a scrape in a parent thread may have held it.
+        self.prometheus_registry._lock = threading.Lock()
 
     def _reader_pipeline(self, own_metrics: MetricsRegistry) -> MetricsProcessor:
         """A pipeline of its own for one reader: processors keep state from one batch to the next."""

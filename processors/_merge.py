@@ -18,7 +18,9 @@ Rules, per input series (one attribute set of one metric):
 - an input that moves to another output (a rule or a limit changed) leaves its past where it was and
   brings only its later increases (a non-monotonic input takes its level with it).
 Inputs are told apart by their attributes *and* their origin (the caller's key for the resource and
-scope the metric came from): two workers reporting equal attributes are two inputs.
+scope the metric came from): two workers reporting equal attributes are two inputs. A caller that merges
+points from several sources into one call (one origin) tells them apart with an input tag, an optional third
+element of each regrouped item (e.g. the instrumentation scope): equal attributes with two tags are two inputs.
 Delta inputs need no memory: their points are summed per output within the batch. Gauges are combined
 within the batch by the chosen function.
 """
@@ -44,7 +46,9 @@ __all__ = ["GaugeFunction", "SeriesMerger", "attributes_key", "origin_of"]
 
 GaugeFunction = Literal["sum", "avg", "min", "max", "last"]
 AttributesKey = frozenset[tuple[str, Hashable]]
-Regrouped = Iterable[tuple[NumberDataPoint | HistogramDataPoint, Mapping[str, Any]]]
+Point = NumberDataPoint | HistogramDataPoint
+# (point, new attributes) or (point, new attributes, input tag): see ``SeriesMerger.merge``.
+Regrouped = Iterable[tuple[Point, Mapping[str, Any]] | tuple[Point, Mapping[str, Any], Hashable]]
 
 
 def origin_of(resource_metrics: ResourceMetrics, scope_metrics: ScopeMetrics) -> Hashable:
@@ -134,6 +138,10 @@ class SeriesMerger:
 
         ``origin`` identifies where the metric came from (resource and instrumentation scope): the same
         metric with the same attributes from two origins is two inputs, not one whose value jumps.
+        Each item of ``regrouped`` is ``(point, new attributes)`` or ``(point, new attributes, input tag)``:
+        the tag (any hashable; None when absent) tells apart inputs with equal attributes in one call, such as
+        points of two instrumentation scopes merged under one origin. Only cumulative sums and histograms,
+        which remember their inputs, use it.
         """
         now = self._clock()
         self._sweep(now)
@@ -173,10 +181,10 @@ class SeriesMerger:
     ) -> list[NumberDataPoint]:
         state = self._state(metric, origin)
         touched: dict[Hashable, int] = {}
-        for point, attributes in regrouped:
+        for point, attributes, tag in _tagged(regrouped):
             assert isinstance(point, NumberDataPoint)  # a Sum holds only number points
             output_key = attributes_key(attributes)
-            source = state.inputs.get(input_key := attributes_key(point.attributes or {}))
+            source = state.inputs.get(input_key := (tag, attributes_key(point.attributes or {})))
             restarted = (
                 source is None
                 or source.start != point.start_time_unix_nano
@@ -215,11 +223,11 @@ class SeriesMerger:
     ) -> list[HistogramDataPoint]:
         state = self._state(metric, origin)
         touched: dict[Hashable, int] = {}
-        for point, attributes in regrouped:
+        for point, attributes, tag in _tagged(regrouped):
             assert isinstance(point, HistogramDataPoint)  # a Histogram holds only histogram points
             bounds = tuple(point.explicit_bounds)
             output_key = (attributes_key(attributes), bounds)  # only equal bounds merge bucket by bucket
-            source = state.inputs.get(input_key := (attributes_key(point.attributes or {}), bounds))
+            source = state.inputs.get(input_key := (tag, attributes_key(point.attributes or {}), bounds))
             restarted = source is None or source.start != point.start_time_unix_nano or point.count < source.value
             if source is None:
                 source = state.inputs[input_key] = _Input(point.start_time_unix_nano, output_key)
@@ -304,13 +312,22 @@ def _metric_key(metric: Metric, origin: Hashable) -> tuple[Hashable, str, str, t
     return origin, metric.name, metric.unit or "", kind
 
 
+def _tagged(regrouped: Regrouped) -> Iterable[tuple[Point, Mapping[str, Any], Hashable]]:
+    """Each regrouped item as (point, new attributes, input tag), the tag None when the caller gave none."""
+    for item in regrouped:
+        if len(item) == 2:
+            yield item[0], item[1], None
+        else:
+            yield item
+
+
 def _with_data(metric: Metric, data: Sum | Gauge | Histogram) -> Metric:
     return Metric(metric.name, metric.description, metric.unit, data)
 
 
 def _sum_deltas(regrouped: Regrouped) -> list[NumberDataPoint]:
     merged: dict[Hashable, list[Any]] = {}
-    for point, attributes in regrouped:
+    for point, attributes, _ in _tagged(regrouped):
         assert isinstance(point, NumberDataPoint)
         key = attributes_key(attributes)
         entry = merged.get(key)
@@ -325,7 +342,7 @@ def _sum_deltas(regrouped: Regrouped) -> list[NumberDataPoint]:
 
 def _sum_histogram_deltas(regrouped: Regrouped) -> list[HistogramDataPoint]:
     merged: dict[Hashable, HistogramDataPoint] = {}
-    for point, attributes in regrouped:
+    for point, attributes, _ in _tagged(regrouped):
         assert isinstance(point, HistogramDataPoint)
         key = (attributes_key(attributes), tuple(point.explicit_bounds))
         earlier = merged.get(key)
@@ -358,7 +375,7 @@ def _sum_histogram_deltas(regrouped: Regrouped) -> list[HistogramDataPoint]:
 
 def _combine_gauges(regrouped: Regrouped, function: GaugeFunction) -> list[NumberDataPoint]:
     groups: dict[Hashable, tuple[Mapping[str, Any], list[NumberDataPoint]]] = {}
-    for point, attributes in regrouped:
+    for point, attributes, _ in _tagged(regrouped):
         assert isinstance(point, NumberDataPoint)
         key = attributes_key(attributes)
         if key not in groups:

@@ -514,15 +514,19 @@ class _Outputs:
         return len(self.cost) + len(self.tokens) + len(self.unpriced)
 
 
+# An instrumentation scope as (name, version): what tells apart two meters recording the same metric.
+_ScopeKey = tuple[str, str]
+
+
 class _ResourceState:
     """Everything remembered for one resource (one process, in the sidecar one worker)."""
 
     __slots__ = ("explicit", "inputs", "last_seen", "outputs")
 
     def __init__(self) -> None:
-        # (scope name, metric name) -> attribute set -> series; two instrumentations recording the same
-        # metric are two inputs, not one whose value jumps between them.
-        self.inputs: dict[tuple[str, str], dict[Hashable, _Series]] = {}
+        # ((scope name, scope version), metric name) -> attribute set -> series; two instrumentations
+        # recording the same metric are two inputs, not one whose value jumps between them.
+        self.inputs: dict[tuple[_ScopeKey, str], dict[Hashable, _Series]] = {}
         self.explicit: dict[tuple[Any, ...], int] = {}  # account -> last time an explicit cost was seen
         self.outputs = _Outputs()
         self.last_seen = 0
@@ -604,7 +608,9 @@ class BusinessProcessor(Processor):
         self._customers: dict[Hashable, _Customer] = {}
         self._top: frozenset[Hashable] = frozenset()
         self._everyone_on_top = True
-        # Several readers (Prometheus scrape, OTLP export) may collect at once through one pipeline.
+        # Each reader has a pipeline (and so an instance) of its own, but one reader may still collect from
+        # two threads at once (two concurrent Prometheus scrapes, a force_flush during a periodic export),
+        # and series_count and shutdown come from other threads: the state stays behind a lock.
         self._lock = threading.Lock()
         self._last_sweep = context.clock()
         # The pipeline's own metrics: counts only, labelled by component id, never by user data.
@@ -638,18 +644,19 @@ class BusinessProcessor(Processor):
 
     def process(self, data: MetricsData) -> MetricsData:
         roles = self._roles
-        found: list[tuple[int, ResourceMetrics, list[tuple[int, str, Metric]]]] = []
+        found: list[tuple[int, ResourceMetrics, list[tuple[int, _ScopeKey, Metric]]]] = []
         for index, resource_metrics in enumerate(data.resource_metrics):
-            matched: list[tuple[int, str, Metric]] = []
+            matched: list[tuple[int, _ScopeKey, Metric]] = []
             derived_upstream = False
             for scope_metrics in resource_metrics.scope_metrics:
                 if scope_metrics.scope.name == BUSINESS_SCOPE:
                     derived_upstream = True
                     break
+                scope = (scope_metrics.scope.name, scope_metrics.scope.version or "")
                 for metric in scope_metrics.metrics:
                     role = roles.get(metric.name)
                     if role is not None:
-                        matched.append((role, scope_metrics.scope.name, metric))
+                        matched.append((role, scope, metric))
             if matched and not derived_upstream:
                 found.append((index, resource_metrics, matched))
         if not found:
@@ -670,7 +677,7 @@ class BusinessProcessor(Processor):
 
     # First pass per resource: increases of token and cost inputs, merged generations and satisfaction.
     def _derive(
-        self, found: list[tuple[int, ResourceMetrics, list[tuple[int, str, Metric]]]], now: int
+        self, found: list[tuple[int, ResourceMetrics, list[tuple[int, _ScopeKey, Metric]]]], now: int
     ) -> list[_ResourceBatch]:
         batches: list[_ResourceBatch] = []
         for index, resource_metrics, matched in found:
@@ -683,11 +690,11 @@ class BusinessProcessor(Processor):
             batch.temporality = _output_temporality(matched)
             # Explicit costs first: an account that has one must be known before its tokens are priced.
             for wanted in (_COST, _TOKENS):
-                for role, scope_name, metric in matched:
+                for role, scope, metric in matched:
                     if role == wanted:
-                        self._track(batch, scope_name, metric, role == _COST, now)
+                        self._track(batch, scope, metric, role == _COST, now)
             for wanted in (_GENERATIONS, _SATISFACTION):
-                metrics = [metric for role, _, metric in matched if role == wanted]
+                metrics = [(scope, metric) for role, scope, metric in matched if role == wanted]
                 if metrics:
                     batch.metrics.extend(self._regroup(metrics, wanted, resource_key))
             batches.append(batch)
@@ -696,7 +703,7 @@ class BusinessProcessor(Processor):
             self._route(batch, now)
         return batches
 
-    def _track(self, batch: _ResourceBatch, scope_name: str, metric: Metric, explicit_cost: bool, now: int) -> None:
+    def _track(self, batch: _ResourceBatch, scope: _ScopeKey, metric: Metric, explicit_cost: bool, now: int) -> None:
         # Hot path when business data flows: one attribute-set hash and one dict lookup per point; what a
         # series means (model, customer, price) is worked out once, when the series is first seen.
         data = metric.data
@@ -708,9 +715,9 @@ class BusinessProcessor(Processor):
             return  # a gauge has no increase to count
         delta = data.aggregation_temporality is _DELTA
         state = batch.state
-        inputs = state.inputs.get((scope_name, metric.name))
+        inputs = state.inputs.get((scope, metric.name))
         if inputs is None:
-            inputs = state.inputs[(scope_name, metric.name)] = {}
+            inputs = state.inputs[(scope, metric.name)] = {}
         entries = batch.entries
         explicit = state.explicit
         for point in data.data_points:
@@ -852,15 +859,20 @@ class BusinessProcessor(Processor):
                 points = [NumberDataPoint(o.attributes, o.start, o.time, o.value) for o in touched.values()]
                 batch.metrics.append(Metric(name, description, unit, Sum(points, temporality, True)))
 
-    def _regroup(self, metrics: list[Metric], role: int, resource_key: Hashable) -> list[Metric]:
-        """Generations or satisfaction without the customer attribute, merged with ``SeriesMerger``."""
-        first = metrics[0].data
+    def _regroup(self, metrics: list[tuple[_ScopeKey, Metric]], role: int, resource_key: Hashable) -> list[Metric]:
+        """Generations or satisfaction without the customer attribute, merged with ``SeriesMerger``.
+
+        The points of every scope of the resource go to one merge (one output series per attribute set), each
+        tagged with its scope: two meters recording equal attributes are two inputs, each with its own start
+        time, not one input that seems to restart at every batch.
+        """
+        first = metrics[0][1].data
         if not isinstance(first, Sum | Gauge | Histogram):
             return []
         customer_key = self._customer_key
         regrouped = [
-            (point, {key: value for key, value in (point.attributes or {}).items() if key != customer_key})
-            for metric in metrics
+            (point, {key: value for key, value in (point.attributes or {}).items() if key != customer_key}, scope)
+            for scope, metric in metrics
             if type(metric.data) is type(first)  # one output metric: later metrics of another type are skipped
             for point in metric.data.data_points
         ]
@@ -868,13 +880,16 @@ class BusinessProcessor(Processor):
             template = Metric(
                 GENERATIONS_OUTPUT,
                 "Content generations without the customer attribute",
-                metrics[0].unit or "{generation}",
+                metrics[0][1].unit or "{generation}",
                 first,
             )
             merged = self._merger.merge(template, regrouped, "sum", origin=resource_key)
             return [merged] if merged is not None else []
         template = Metric(
-            SATISFACTION_OUTPUT, "User satisfaction without the customer attribute", metrics[0].unit or "{score}", first
+            SATISFACTION_OUTPUT,
+            "User satisfaction without the customer attribute",
+            metrics[0][1].unit or "{score}",
+            first,
         )
         merged = self._merger.merge(template, regrouped, "avg", origin=resource_key)
         if merged is None:
@@ -910,7 +925,7 @@ class BusinessProcessor(Processor):
             self._rank()
 
 
-def _output_temporality(matched: list[tuple[int, str, Metric]]) -> AggregationTemporality:
+def _output_temporality(matched: list[tuple[int, _ScopeKey, Metric]]) -> AggregationTemporality:
     """The token usage input's temporality (else the explicit cost's): the derived sums follow it."""
     for wanted in (_TOKENS, _COST):
         for role, _, metric in matched:

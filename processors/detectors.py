@@ -11,15 +11,15 @@ fixed marker (:data:`MARKERS`), leaving the rest of the string as it was::
 Ordinary label values must cost almost nothing, so a :class:`Redactor` first runs four cheap checks made of
 the enabled detectors' necessary conditions: one search for literal marks (an ``@`` for emails, a known
 prefix for API keys, ``eyJ`` for JWTs, ...), one for a dotted quad, one for a run of eight digits and
-separators (phones, cards, CPF, CNPJ), and a look at the first characters for a SQL keyword. Together they
+separators (phones, cards, CPF, CNPJ), and substring tests for a SQL keyword. Together they
 take a few hundred nanoseconds for a short value. Only a value that trips one of them pays for the detectors
 that need it, and those first check their own, more precise trigger where needed.
 
 Detection order (:data:`DETECTION_ORDER`) and why: earlier detectors consume text that later, less
 specific ones would otherwise claim in part.
 
-1. ``sql``: a whole SQL statement has its literals replaced by ``?`` first; whatever personal data sat in
-   them is gone in one step and later detectors only see the statement's shape.
+1. ``sql``: a SQL statement, wherever it starts in the value, has its literals replaced by ``?`` first;
+   whatever personal data sat in them is gone in one step and later detectors only see the statement's shape.
 2. ``url_query``: one step removes everything a query string carries (tokens, emails, ids).
 3. ``jwt``, 4. ``token``, 5. ``secret``: long base64/alphanumeric credentials contain digit runs and
    ``@``/``:`` that would otherwise be reported in pieces as cards, phones or IPv6 addresses;
@@ -36,7 +36,9 @@ Known limits, chosen to keep ordinary values intact: a plain 10-digit number is 
 landline (Unix timestamps in seconds have that shape; landlines are found when written with a separator
 or parentheses); card numbers must start with 2-6 (every major network does; millisecond and
 microsecond timestamps start with 1); a dotted quad glued to a letter (``v1.2.3.4``) is a version,
-not an address; double-quoted text in SQL is kept, as SQL reads it as an identifier.
+not an address; double-quoted text in SQL is kept where SQL reads it as an identifier (after ``FROM``, in
+``"t"."c"``) and replaced where a value is expected (``name = "Bob"``, as MySQL reads it); a token or address
+glued to letters on both sides (``xAKIA...y``) is taken for part of a longer word.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def _marker(kind: DetectorName) -> Callable[[re.Match[str]], str]:
 # SQL: a statement's first keyword, and the shape that keyword needs, so that "DELETE /users/7" (an HTTP
 # method and a path) or "Update available" are not taken for SQL.
 _SQL_SHAPE = re.compile(
-    r"""\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*(?:
+    r"""(?:\A\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*|(?<![\w$]))(?:
         select\s.*?\bfrom\s|select\s+[-\d'(@$:?*]|values\s*\(|call\s+[\w.]+\s*\(|exec(?:ute)?\s+[\w.]+\s+[@:]
         |with\s.*?\bas\s*\(
         |(?:insert|replace|upsert|merge)\s.*?\binto\s
@@ -242,43 +244,67 @@ _SQL_TOKENS = re.compile(
     (?P<string>(?:\b[NnEeBbXxUu]&?)?'(?:[^'\\]|\\.|'')*(?:'|\Z))      # 'text', N'text', E'te\'xt'; unterminated too
     |(?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)\$|\Z))       # PostgreSQL $$text$$ / $tag$text$tag$
     |(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))                              # comments carry free text
-    |(?P<identifier>"(?:[^"]|"")*"|`[^`]*`)                             # quoted identifiers are kept
+    |(?P<identifier>"(?:[^"]|"")*"|`[^`]*`)                             # quoted: identifier or literal
     |(?P<number>(?<![\w$.:])(?:0[xX][0-9A-Fa-f]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)(?![\w.]))
     """,
     re.DOTALL | re.VERBOSE,
 )
 
 
+# A double-quoted token is a string literal (MySQL reads "text" as one) where a value is expected: after a
+# comparison, "(", ",", or a keyword that takes a value. Elsewhere (after FROM, in "t"."column") it is an
+# identifier and is kept.
+_VALUE_BEFORE = re.compile(r"(?:[=<>(,]|\b(?:like|ilike|in|values|then|else|between)(?<=\w))\s*\Z", re.IGNORECASE)
+_QUALIFIED_AFTER = re.compile(r"\s*\.")
+
+
 def _redact_sql(text: str) -> tuple[str, int]:
-    if _SQL_SHAPE.match(text) is None:
+    shape = _SQL_SHAPE.search(text)
+    if shape is None:
         return text, 0
+    # Only from the statement on: "query failed at 12:03: SELECT ..." keeps its prefix as it was.
+    statement = text[shape.start() :]
 
     def one(match: re.Match[str]) -> str:
-        if match.lastgroup == "identifier" or match.group(0) == "?":
-            return match.group(0)
+        found = match.group(0)
+        if found == "?":
+            return found
+        if match.lastgroup == "identifier":
+            before = statement[max(0, match.start() - 16) : match.start()]
+            if (
+                found[0] == "`"
+                or before.endswith(".")
+                or _QUALIFIED_AFTER.match(statement, match.end())
+                or _VALUE_BEFORE.search(before) is None
+            ):
+                return found
         return "" if match.lastgroup == "comment" else "?"
 
-    result = _SQL_TOKENS.sub(one, text)
+    result = text[: shape.start()] + _SQL_TOKENS.sub(one, statement)
     # One finding per statement: the number of literals says nothing useful about what was exposed.
     return (result, 1) if result != text else (text, 0)
 
 
 # URL query strings: from the "?" of a word holding a "/" (a path or URL), or of a word that starts with "?key=",
 # to the next whitespace. The fragment after it goes too, since it may carry tokens as well. A lone "?" (a SQL
-# placeholder, a question) is left alone.
-_URL_QUERY = re.compile(r"(?:(?P<path>[^\s?]*/[^\s?]*)\?|(?<!\S)\?(?=[\w.%-]+=))(?!<query>(?:\s|$))(?P<query>\S+)")
+# placeholder, a question) is left alone. Words are only tried from their start, and the part before the first
+# "/" cannot hold one: each word is scanned a bounded number of times, never once per character.
+_URL_QUERY = re.compile(
+    r"(?:(?<![^\s?])(?P<path>[^\s?/]*/[^\s?]*)\?|(?<!\S)\?(?=[\w.%-]+=))(?!<query>(?:\s|$))(?P<query>\S+)"
+)
 
 
 def _replace_query(match: re.Match[str]) -> str:
     return f"{match.group('path') or ''}?{MARKERS['url_query']}"
 
 
-_JWT = re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# Token prefixes are recognised after anything but a letter or digit: "sess_eyJ...", "cli_ghp_...", "cred-AKIA...".
+_JWT = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
 # API keys with a well-known shape; the minimum lengths are well below the real ones so that shortened
 # or future variants are still caught, and well above what ordinary words reach.
 _API_KEY = re.compile(
-    r"""(?<![A-Za-z0-9_-])(?:
+    r"""(?<![A-Za-z0-9])(?:
         sk-[A-Za-z0-9_-]{20,}                       # OpenAI (sk-proj-, sk-svcacct-), Anthropic (sk-ant-)
         |(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}   # Stripe secret and restricted keys
         |gh[pousr]_[A-Za-z0-9]{30,}                 # GitHub tokens
@@ -292,7 +318,7 @@ _API_KEY = re.compile(
     re.VERBOSE,
 )
 # RFC 6750 / RFC 7617 credentials after an Authorization scheme word; the scheme word is kept.
-_AUTH_SCHEME = re.compile(r"\b(Bearer|bearer|BEARER|Basic|basic|BASIC)(\s+)(?!<)([A-Za-z0-9._~+/-]+=*)")
+_AUTH_SCHEME = re.compile(r"(?<![A-Za-z0-9])(Bearer|bearer|BEARER|Basic|basic|BASIC)(\s+)(?!<)([A-Za-z0-9._~+/-]+=*)")
 
 
 def _replace_auth(match: re.Match[str]) -> str:
@@ -325,8 +351,19 @@ _CREDENTIAL_WORDS = (
 )
 # The key is matched from its credential word only (what precedes it is kept as it is): a pattern that also
 # matched the start of the key would retry at every position of a long value.
-_SECRET = re.compile(rf"""(?i)(?:{_CREDENTIAL_WORDS})(["']?\s*[=:]\s*["']?)(?!<|(?:bearer|basic)\s)([^\s&;,'"]+)""")
-_SECRET_TRIGGER = re.compile(rf"""(?:{_CREDENTIAL_WORDS})["']?\s*[=:]""")
+# An Authorization value other than Bearer and Basic (handled by the token detector) is "<scheme> <credentials>"
+# (RFC 9110 section 11.4): the scheme word is kept and everything after it, to the end of the line, goes; Digest
+# credentials hold quotes, commas and spaces.
+_SECRET = re.compile(
+    rf"""(?i)(?:
+        authorization(["']?\s*[=:]\s*["']?(?!(?:bearer|basic)\s)[a-z][\w-]*[ \t]+)(?!<)([^\s][^\r\n]*)
+        |(?:{_CREDENTIAL_WORDS})(["']?\s*[=:]\s*["']?)(?!<|(?:bearer|basic)\s|[a-z][\w-]*[ \t]+<)([^\s&;,'"]+)
+    )""",
+    re.VERBOSE,
+)
+# Credentials in a URL's authority (RFC 3986 section 3.2.1): "scheme://user:password@host" keeps the user.
+_URL_CREDENTIALS = re.compile(r"(://[^\s:/?#@\[\]]*:)(?!<secret>@)([^\s/?#@]+)@")
+_SECRET_TRIGGER = re.compile(rf"""(?:{_CREDENTIAL_WORDS})["']?\s*[=:]|://[^\s/?#@]*:""")
 
 
 def _has_credential_key(text: str) -> bool:
@@ -334,10 +371,24 @@ def _has_credential_key(text: str) -> bool:
 
 
 def _replace_secret(match: re.Match[str]) -> str:
-    return match.group(0)[: match.start(2) - match.start(0)] + MARKERS["secret"]
+    value = 2 if match.start(2) >= 0 else 4
+    return match.group(0)[: match.start(value) - match.start(0)] + MARKERS["secret"]
 
 
-_EMAIL = re.compile(r"[\w.%+-]+@(?:[\w-]+(?:\.[\w-]+)*\.([^\W\d_]{2,})|\[[0-9A-Fa-f:.]+\])")
+_replace_secrets = _substitute(_SECRET, _replace_secret)
+
+
+def _redact_secrets(text: str) -> tuple[str, int]:
+    text, found = _replace_secrets(text)
+    if "://" in text:
+        text, more = _URL_CREDENTIALS.subn(rf"\1{MARKERS['secret']}@", text)
+        found += more
+    return text, found
+
+
+# Tried from the start of a local part only (never from each of its characters, which is quadratic on "a@a@a@...");
+# "%40" is an "@" percent-encoded in a URL path.
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+(?:@|%40)(?:[\w-]+(?:\.[\w-]+)*\.([^\W\d_]{2,})|\[[0-9A-Fa-f:.]+\])")
 # Asset names such as "icon@2x.png" have an email's shape; these extensions are not top-level domains.
 _ASSET_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico", "css", "js", "map", "bmp"})
 
@@ -352,9 +403,12 @@ def _replace_email(match: re.Match[str]) -> str:
 # IP addresses: candidates by shape, then validated by the ipaddress module. An optional /prefix is kept so
 # that truncated output ("10.1.2.0/24") is recognised as already truncated and left alone.
 _IPV4 = re.compile(r"(?<![A-Za-z0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?!\.?\d)(/\d{1,2}(?!\d))?")
+# An address may follow a word and a colon ("peer:2001:db8::7"), where the colon cannot tell it from a longer
+# run of groups: a candidate is also tried right after a single ":", and ipaddress decides. A candidate that
+# fails is tried again past its first ":" ("a:::1" is "a:" and "::1").
 _IPV6 = re.compile(
-    r"(?<![\w:.])([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.-]+)?)"
-    r"(?![\w:]|\.\d)(/\d{1,3}(?!\d))?"
+    r"(?:(?<![A-Za-z0-9:.])|(?<=:)(?<!::))([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.-]+)?)"
+    r"(?![A-Za-z0-9:]|\.\d)(/\d{1,3}(?!\d))?"
 )
 
 
@@ -369,6 +423,9 @@ def _ip_replacer(version: int, mode: IPMode) -> Callable[[re.Match[str]], str]:
         try:
             address = parse(candidate)
         except ValueError:
+            head, colon, rest = candidate.partition(":")
+            if version == 6 and colon and head:
+                return head + colon + match.re.sub(replace, rest + suffix)
             return match.group(0)
         if mode == "mask":
             return marker + suffix
@@ -424,17 +481,22 @@ def _replace_card(match: re.Match[str]) -> str:
     return text
 
 
-# Phones. International (E.164 written with or without separators): "+", a country code, 8-15 digits in all.
-_INTERNATIONAL_PHONE = re.compile(r"(?<![\w+])\+[1-9]\d*(?:(?:[ .-]|[ .-]?\()\d+\)?)*")
+# Phones. International (E.164 written with or without separators): "+" or the "00" international call prefix,
+# a country code, 8-15 digits in all. A letter or "_" before it does not hide it ("tel_+5511912345678").
+_INTERNATIONAL_PHONE = re.compile(r"(?:(?<![0-9+])\+|(?<![0-9+.])00(?=[1-9]))[1-9]\d*(?:(?:[ .-]|[ .-]?\()\d+\)?)*")
 # Brazilian national numbers: a two-digit area code (never containing 0), optionally with the trunk 0, then
-# 8 digits or 9 + 8 digits. Without separators only mobile numbers (9 + 8 digits) qualify: a plain 10-digit
-# number is far more often a Unix timestamp. North American "(415) 555-2671" is recognised too.
+# 8 digits or 9 + 8 digits. Without separators only mobile numbers (9 + 8 digits) qualify, also in the E.164
+# storage form without "+" (55 + area + 9 + 8 digits): a plain 10-digit number is far more often a Unix timestamp.
+# North American "(415) 555-2671" and "415-555-2671" are recognised too. Only a digit, "+" or a decimal point
+# before the number hides it: "id_11912345678" is a phone number.
 _NATIONAL_PHONE = re.compile(
-    r"""(?<![\w+])(?:
+    r"""(?<![\d+])(?<!\d\.)(?:
         \(0?[1-9]{2}\)\s?(?:9\s?)?\d{4}[\s-]?\d{4}
         |0?[1-9]{2}[\s-](?:9\s?)?\d{4}[\s-]?\d{4}
-        |0?[1-9]{2}9\d{8}
+        |(?:55)?0?[1-9]{2}9\d{8}
         |\([2-9]\d{2}\)\s?\d{3}[\s.-]\d{4}
+        |(?:1-)?[2-9]\d{2}-[2-9]\d{2}-\d{4}
+        |(?:1\.)?[2-9]\d{2}\.[2-9]\d{2}\.\d{4}
     )(?!\d)""",
     re.VERBOSE,
 )
@@ -442,7 +504,7 @@ _NATIONAL_PHONE = re.compile(
 
 def _replace_international_phone(match: re.Match[str]) -> str:
     text = match.group(0)
-    total = 0
+    total = -2 if text.startswith("00") else 0  # the call prefix is not part of the number
     end = 0
     # Trailing groups past 15 digits belong to whatever follows the number ("+55 11 91234-5678 200").
     for group in _DIGIT_GROUP.finditer(text):
@@ -457,20 +519,33 @@ def _replace_international_phone(match: re.Match[str]) -> str:
     return MARKERS["phone"] + text[end:]
 
 
+_replace_international_phones = _substitute(_INTERNATIONAL_PHONE, _replace_international_phone)
+
+
 def _redact_phones(text: str) -> tuple[str, int]:
     found = 0
-    if "+" in text:
-        text, found = _substitute(_INTERNATIONAL_PHONE, _replace_international_phone)(text)
+    if "+" in text or "00" in text:
+        text, found = _replace_international_phones(text)
     text, national = _NATIONAL_PHONE.subn(MARKERS["phone"], text)
     return text, found + national
 
 
 # First checks. Literal-led alternatives are searched together (the regex engine then skips quickly to a
 # possible first character); digit shapes have a search each; the SQL keyword is matched at the start only.
-_SQL_START = r"\s*(?:select|values|call|exec|with|insert|replace|upsert|merge|update|delete|/\*|--)"
-# What a SQL statement can start with, lower-cased two characters at a time: one set lookup spares most
-# values the (case-insensitive, so slower) keyword regex. Leading whitespace always goes to the regex.
-_SQL_STARTS = frozenset({"se", "va", "ca", "ex", "wi", "in", "re", "up", "me", "de", "/*", "--"})
+# A statement may start anywhere in a value ("query failed: SELECT ..."), so its first keyword is looked for
+# everywhere, with substring tests on the lower-cased value (several times faster than a case-insensitive regex
+# alternation); a leading comment counts at the start of the value only.
+_SQL_KEYWORDS = ("select", "values", "call", "exec", "with", "insert", "replace", "upsert", "merge", "update", "delete")
+
+
+def _may_hold_sql(text: str, keywords: tuple[str, ...] = _SQL_KEYWORDS) -> bool:
+    lowered = text.lower()
+    for keyword in keywords:
+        if keyword in lowered:
+            return True
+    return lowered.lstrip()[:2] in ("/*", "--")
+
+
 _TOKEN_PREFIXES = (
     "sk-", "sk_", "rk_", "gh[pousr]_", "github_pat_", "AKIA", "ASIA", "AIza", "xox", "xapp-", "glpat-",
     "Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC",
@@ -489,7 +564,8 @@ def _build(kind: DetectorName, ip_mode: IPMode) -> _Detector:
     if kind == "sql":
         return _Detector(kind, _SQL, _redact_sql)
     if kind == "url_query":
-        return _Detector(kind, _LITERAL, _substitute(_URL_QUERY, _replace_query), literals=(r"\?\S",))
+        apply = _substitute(_URL_QUERY, _replace_query)
+        return _Detector(kind, _LITERAL, apply, literals=(r"\?\S",), trigger=_searcher(r"\?\S"))
     if kind == "jwt":
         return _Detector(kind, _LITERAL, _substitute(_JWT, _marker(kind)), literals=("eyJ",))
     if kind == "token":
@@ -497,10 +573,10 @@ def _build(kind: DetectorName, ip_mode: IPMode) -> _Detector:
         trigger = _searcher("|".join(_TOKEN_PREFIXES))
         return _Detector(kind, _LITERAL, _redact_tokens, literals=_TOKEN_PREFIXES, trigger=trigger)
     if kind == "secret":
-        apply = _substitute(_SECRET, _replace_secret)
-        return _Detector(kind, _LITERAL, apply, literals=("=", ":"), trigger=_has_credential_key)
+        return _Detector(kind, _LITERAL, _redact_secrets, literals=("=", ":"), trigger=_has_credential_key)
     if kind == "email":
-        return _Detector(kind, _LITERAL, _substitute(_EMAIL, _replace_email), literals=("@",), trigger=_searcher("@"))
+        apply = _substitute(_EMAIL, _replace_email)
+        return _Detector(kind, _LITERAL, apply, literals=("@", "%40"), trigger=_searcher("@|%40"))
     if kind == "ipv6":
         # Every IPv6 address holds "::" or a hex group between two colons.
         trigger = _searcher(r":(?::|[0-9A-Fa-f]{1,4}:)")
@@ -564,7 +640,7 @@ class Redactor:
         digit_shapes = ((_IPV4_SHAPE, _IPV4_SHAPE_PATTERN), (_DIGIT_RUN, _DIGIT_RUN_PATTERN))
         tails = [pattern.removeprefix("\\d") for bit, pattern in digit_shapes if needed & bit]
         self._digits = _searcher(r"\d(?:" + "|".join(tails) + ")") if tails else _never
-        self._sql_start = re.compile(_SQL_START, re.IGNORECASE).match if needed & _SQL else _never
+        self._sql_start: Callable[[str], object] = _may_hold_sql if needed & _SQL else _never
 
     def redact(self, text: str) -> tuple[str, Findings]:
         """``text`` with every finding replaced by its marker, and the findings per detector.
@@ -580,7 +656,7 @@ class Redactor:
                 checks |= _IPV4_SHAPE
             if self._digit_run(text) is not None:
                 checks |= _DIGIT_RUN
-        if (text[:2].lower() in _SQL_STARTS or text[:1].isspace()) and self._sql_start(text) is not None:
+        if self._sql_start(text):
             checks |= _SQL
         if not checks:
             return text, _NO_FINDINGS

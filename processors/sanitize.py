@@ -6,14 +6,17 @@ For every data point of every metric, in this order:
 2. if allow rules apply, keys they do not allow are dropped (see :attr:`SanitizeConfig.allow` and
    :attr:`SanitizeConfig.fail_closed`);
 3. values of ``pseudonymize_keys`` become stable keyed pseudonyms, ``HMAC-SHA256(key, value)`` truncated
-   and prefixed with ``u_`` (the value is hashed whole, so no detector needs to run on it);
+   and prefixed with ``u_``, whose last 4 hex characters are a keyed check over the rest (the value is hashed
+   whole, so no detector needs to run on it; a value that merely looks like a pseudonym is hashed too);
 4. every other value goes through the detectors (:mod:`processors.detectors`), which replace what they
    find with a fixed marker;
 5. values longer than ``max_value_length`` are cut and end with ``<cut>``.
 
 Resource attributes (rendered as ``target_info`` labels) and exemplars' filtered attributes go through
-the same detectors. Step 4 and the cap also apply to resource attributes; allow, deny and pseudonyms do not,
-as they are rules about a metric's labels.
+the same detectors. Steps 3 and 4 and the cap also apply to resource attributes (``tenant.id`` in
+``OTEL_RESOURCE_ATTRIBUTES`` becomes a pseudonym); allow and deny do not, as they are rules about a metric's
+labels. Text that cannot be encoded as UTF-8 (a lone surrogate from a JSON body) has those characters replaced
+with U+FFFD, so that no exporter fails on it.
 
 Rewrites that can make two series one (markers, dropped keys, cuts) send those points, and any point whose
 new attributes equal theirs, through :class:`processors._merge.SeriesMerger`: colliding points (two emails
@@ -85,9 +88,16 @@ TRUNCATION_MARKER: Final = "<cut>"
 _MIN_KEY_BYTES: Final = 16
 _PSEUDONYM_LENGTH_RANGE: Final = (8, 64)
 _MAX_VALUE_LENGTH_RANGE: Final = (16, 65_536)
-# Detection runs on at most this many characters (times max_value_length, at least 1,024): everything past
-# max_value_length is cut anyway, and regexes must not spend unbounded time on a huge value.
+# Detection runs on at most this many characters (times max_value_length, at least 1,024, at most
+# _MAX_DETECTION_WINDOW): everything past max_value_length is cut anyway, and regexes must not spend unbounded
+# time on a huge value. A value longer than the window is cut at the window even when max_value_length is larger.
 _DETECTION_WINDOW_FACTOR: Final = 4
+_MAX_DETECTION_WINDOW: Final = 4096
+_PSEUDONYM_CHECK_LENGTH: Final = 4
+_PSEUDONYM_CHECK_CONTEXT: Final = b"otel-monitoring pseudonym check\x00"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# camelCase and PascalCase word boundaries: "userId" -> "user_Id", "tenantID" -> "tenant_ID".
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _TRAILING_WORD = re.compile(r"\S+\Z")
 _HEX_DIGITS = frozenset("0123456789abcdef")
 _UNSEEN: Final[Any] = object()
@@ -118,17 +128,19 @@ class SanitizeConfig(ComponentConfig):
     (IPv6) network, e.g. ``10.1.2.0/24``."""
 
     pseudonymize_keys: list[str] = Field(default_factory=_default_pseudonymize_keys)
-    """Attribute keys (globs) whose values are replaced by stable keyed pseudonyms. Keys are compared
-    lower-cased with ``.`` and ``-`` read as ``_``, so ``user_id`` also covers ``user.id`` and ``User-Id``
-    (and the default ``enduser_id`` covers the semantic conventions' ``enduser.id``)."""
+    """Attribute keys (globs) whose values are replaced by stable keyed pseudonyms, on data points and on the
+    resource. Keys are compared lower-cased with ``.`` and ``-`` read as ``_`` and camelCase split into words,
+    so ``user_id`` also covers ``user.id``, ``User-Id``, ``userId`` and ``userID`` (and the default
+    ``enduser_id`` covers the semantic conventions' ``enduser.id``)."""
 
     hash_key_name: str = "pseudonym_key"
     """Name of the entry in the host's secrets holding the HMAC key (at least 16 bytes). Without it a random
     per-process key is used and one warning says so: pseudonyms then change on every restart."""
 
     pseudonym_length: int = 16
-    """Hex characters of the HMAC kept in a pseudonym (8 to 64), after the ``u_`` prefix. Below 12, two of tens
-    of thousands of ids may share a pseudonym."""
+    """Hex characters of a pseudonym (8 to 64), after the ``u_`` prefix: the HMAC of the value, then 4 hex
+    characters of a keyed check that tells a real pseudonym from a look-alike. Below 16, two of tens of
+    thousands of ids may share a pseudonym."""
 
     allow: dict[str, list[str]] = Field(default_factory=dict)
     """Metric-name glob -> attribute-key globs allowed on matching metrics. On a metric matched by one or
@@ -143,7 +155,12 @@ class SanitizeConfig(ComponentConfig):
     """Attribute-key globs dropped from every metric, whatever ``allow`` says."""
 
     max_value_length: int = 256
-    """Longest value kept, in characters (16 to 65,536); longer values are cut and end with ``<cut>``."""
+    """Longest value kept, in characters (16 to 65,536); longer values are cut and end with ``<cut>``.
+    Detectors look at no more than 4,096 characters of a value, so a value longer than that is cut there."""
+
+    expiry_seconds: float = 300.0
+    """Seconds after which a merged series (two values that became the same marker) that is no longer reported
+    is forgotten, so that memory stays bounded when values keep changing. Longer than the export interval."""
 
     cache_size: int = 50_000
     """Attribute sets (and, separately, distinct values) remembered with their result; a cache that grows
@@ -161,6 +178,13 @@ class SanitizeConfig(ComponentConfig):
     @classmethod
     def _check_max_value_length(cls, value: int) -> int:
         return _in_range(value, _MAX_VALUE_LENGTH_RANGE)
+
+    @field_validator("expiry_seconds")
+    @classmethod
+    def _check_expiry_seconds(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be greater than 0")
+        return value
 
     @field_validator("cache_size")
     @classmethod
@@ -238,6 +262,13 @@ _FALLBACK_KEY = _FallbackKey()
 
 def _normalize_key(key: str) -> str:
     return key.lower().replace(".", "_").replace("-", "_")
+
+
+def _key_forms(key: str) -> tuple[str, ...]:
+    """The forms of a key matched against ``pseudonymize_keys``: as written and with camelCase split."""
+    plain = _normalize_key(key)
+    split = _normalize_key(_CAMEL_BOUNDARY.sub("_", key))
+    return (plain,) if split == plain else (plain, split)
 
 
 # --- Per attribute set results ------------------------------------------------------------------------------
@@ -326,7 +357,11 @@ class SanitizeProcessor(Processor):
         self._clock = context.clock
         self._redactor = Redactor(config.detectors, ip_mode=config.ip_mode)
         self._max_length = config.max_value_length
-        self._window = max(_DETECTION_WINDOW_FACTOR * config.max_value_length, 1024)
+        self._window = min(max(_DETECTION_WINDOW_FACTOR * config.max_value_length, 1024), _MAX_DETECTION_WINDOW)
+        self._expiry_seconds = config.expiry_seconds
+        self._expiry_ns = int(config.expiry_seconds * 1e9)
+        self._last_sweep: int | None = None
+        self._now = 0  # the clock when the batch being processed started
         self._cache_size = config.cache_size
         self._pseudonym_length = config.pseudonym_length
         self._key = _load_key(context, component_id, config.hash_key_name, token_bytes)
@@ -342,10 +377,13 @@ class SanitizeProcessor(Processor):
         # remembered by identity, holding the original so that its id cannot be reused by another object.
         self._resources: dict[int, tuple[Resource, Resource, _Identity]] = {}
         self._mergers: dict[_SourceKey, SeriesMerger] = {}
-        # Output series that went through a merger once, per metric: they always do from then on, so that a
-        # merged cumulative series never falls back to one input's smaller value.
-        self._merged_outputs: dict[_MetricKey, set[_Identity]] = {}
-        self._lock = threading.Lock()  # one instance may serve two readers collecting on different threads
+        # Output series that went through a merger once, per metric, with when they were last seen: they always
+        # do from then on, so that a merged cumulative series never falls back to one input's smaller value.
+        # Entries expire with the merger's own state (same clock, same expiry, same last-seen time).
+        self._merged_outputs: dict[_MetricKey, dict[_Identity, int]] = {}
+        # Each reader has its own pipeline, but ``process`` may still be called from several threads (a
+        # periodic exporter and a scrape of the same reader): batches are processed one at a time.
+        self._lock = threading.Lock()
 
         registry = context.registry
         redactions = registry.counter(
@@ -384,6 +422,9 @@ class SanitizeProcessor(Processor):
         carry different start times, which the merger would read as restarts.
         """
         with self._lock:
+            self._now = now = self._clock()
+            if self._last_sweep is None or now - self._last_sweep >= self._expiry_ns // 4:
+                self._expire(now)
             changed = False
             resource_metrics: list[ResourceMetrics] = []
             for resource_metric in data.resource_metrics:
@@ -401,6 +442,20 @@ class SanitizeProcessor(Processor):
             self._resources.clear()
             self._mergers.clear()
             self._merged_outputs.clear()
+
+    def _expire(self, now: int) -> None:
+        """Forget merged outputs not seen for ``expiry_seconds``, and mergers left with nothing to remember."""
+        self._last_sweep = now
+        horizon = now - self._expiry_ns
+        for metric_key, outputs in list(self._merged_outputs.items()):
+            for identity in [identity for identity, seen in outputs.items() if seen < horizon]:
+                del outputs[identity]
+            if not outputs:
+                del self._merged_outputs[metric_key]
+        for source, merger in list(self._mergers.items()):
+            merger.expire()
+            if not merger.series_count():
+                del self._mergers[source]
 
     def _process_resource_metrics(self, resource_metric: ResourceMetrics) -> ResourceMetrics:
         resource, resource_identity = self._clean_resource(resource_metric.resource)
@@ -492,9 +547,15 @@ class SanitizeProcessor(Processor):
         if merged is None:
             if len(self._merged_outputs) >= self._cache_size:
                 self._merged_outputs.clear()
-            merged = self._merged_outputs[metric_key] = set()
-        merged.update(identity for identity, entry in zip(identities, entries, strict=True) if entry.lossy)
+            merged = self._merged_outputs[metric_key] = {}
+        now = self._now
+        for identity, entry in zip(identities, entries, strict=True):
+            if entry.lossy:
+                merged[identity] = now
         through = [identity in merged for identity in identities]
+        for identity, go in zip(identities, through, strict=True):
+            if go:
+                merged[identity] = now  # seen now, as the merger's output it goes to
         direct_points = _rewritten(
             [point for point, go in zip(points, through, strict=True) if not go],
             [entry for entry, go in zip(entries, through, strict=True) if not go],
@@ -517,7 +578,7 @@ class SanitizeProcessor(Processor):
             return _with_points(metric, direct_points + kept_points)
         merger = self._mergers.get(source)
         if merger is None:
-            merger = self._mergers[source] = SeriesMerger(clock=self._clock)
+            merger = self._mergers[source] = SeriesMerger(clock=self._clock, expiry_seconds=self._expiry_seconds)
         regrouped = [
             (point, point.attributes if entry.attributes is None else entry.attributes)
             for point, entry, go in zip(points, entries, through, strict=True)
@@ -558,12 +619,11 @@ class SanitizeProcessor(Processor):
     def _action(self, policy: _Policy, key: str) -> int:
         action = policy.actions.get(key)
         if action is None:
-            normalized = _normalize_key(key)
             if any(fnmatchcase(key, pattern) for pattern in self._deny):
                 action = _DENY
             elif policy.allowed is not None and not any(fnmatchcase(key, pattern) for pattern in policy.allowed):
                 action = _NOT_ALLOWED
-            elif any(fnmatchcase(normalized, pattern) for pattern in self._pseudonym_patterns):
+            elif self._is_pseudonymized_key(key):
                 action = _PSEUDONYMIZE
             else:
                 action = _KEEP
@@ -571,6 +631,9 @@ class SanitizeProcessor(Processor):
                 policy.actions.clear()
             policy.actions[key] = action
         return action
+
+    def _is_pseudonymized_key(self, key: str) -> bool:
+        return any(fnmatchcase(form, pattern) for form in _key_forms(key) for pattern in self._pseudonym_patterns)
 
     def _rewrite(self, policy: _Policy, attributes: Mapping[str, Any]) -> _Entry:
         """The result for one attribute set (not cached here)."""
@@ -632,7 +695,12 @@ class SanitizeProcessor(Processor):
         attributes = dict(resource.attributes)
         changed = False
         for key, value in resource.attributes.items():
-            new_value = self._clean_value(value, counts)
+            if self._is_pseudonymized_key(key):
+                new_value = self._pseudonymize(value)
+                if new_value is not value:
+                    counts[self._pseudonymized_cell] = counts.get(self._pseudonymized_cell, 0) + 1
+            else:
+                new_value = self._clean_value(value, counts)
             if new_value is not value:
                 attributes[key] = new_value
                 changed = True
@@ -683,15 +751,25 @@ class SanitizeProcessor(Processor):
         if known is not _UNSEEN:
             return cast(_CleanText | None, known)
         work = text
-        if len(work) > self._window:
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: exporters encode to UTF-8 and would fail on them
+                work = _SURROGATES.sub("\ufffd", text)
+        windowed = len(work) > self._window
+        if windowed:
             # Past the window the value is cut anyway; a word split by the window is dropped whole, as a
             # detector could not recognise its remaining part.
+            split = not work[self._window].isspace()
             work = work[: self._window]
-            if not text[self._window].isspace():
+            if split:
                 work = _TRAILING_WORD.sub("", work)
         cleaned, findings = self._redactor.redact(work)
         cut = False
-        if len(cleaned) > self._max_length:
+        if windowed and len(cleaned) <= self._max_length:
+            cut = True  # cut at the window, which is shorter than max_value_length
+            cleaned = cleaned[: self._max_length - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+        elif len(cleaned) > self._max_length:
             cut = True
             prefix = cleaned[: self._max_length - len(TRUNCATION_MARKER)]
             # Cutting can turn a longer digit run into a valid card or CPF: look again at what is kept.
@@ -704,12 +782,22 @@ class SanitizeProcessor(Processor):
         self._texts[text] = result
         return result
 
+    def _check(self, body: str) -> str:
+        """The keyed check that ends a pseudonym: only this processor's key makes a pseudonym that passes."""
+        digest = hmac.new(self._key, _PSEUDONYM_CHECK_CONTEXT + body.encode("ascii"), hashlib.sha256).hexdigest()
+        return digest[:_PSEUDONYM_CHECK_LENGTH]
+
     def _is_pseudonym(self, text: str) -> bool:
-        return (
+        # A pseudonym made by this key (sanitize ran before, in-process or in a sidecar with the same key); a
+        # caller-supplied look-alike fails the check, bar a 1 in 65,536 chance, and is hashed like any value.
+        if not (
             len(text) == len(PSEUDONYM_PREFIX) + self._pseudonym_length
             and text.startswith(PSEUDONYM_PREFIX)
             and all(char in _HEX_DIGITS for char in text[len(PSEUDONYM_PREFIX) :])
-        )
+        ):
+            return False
+        body = text[len(PSEUDONYM_PREFIX) : -_PSEUDONYM_CHECK_LENGTH]
+        return hmac.compare_digest(self._check(body), text[-_PSEUDONYM_CHECK_LENGTH:])
 
     def _pseudonymize(self, value: Any) -> Any:
         # Concrete types are checked before the Sequence ABC, whose isinstance check is slow.
@@ -730,8 +818,10 @@ class SanitizeProcessor(Processor):
             return value
         pseudonym = self._pseudonyms.get(text)
         if pseudonym is None:
-            digest = hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
-            pseudonym = PSEUDONYM_PREFIX + digest[: self._pseudonym_length]
+            # "surrogatepass": a lone surrogate (JSON allows one) must not make hashing, and so the export, fail.
+            digest = hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+            body = digest[: self._pseudonym_length - _PSEUDONYM_CHECK_LENGTH]
+            pseudonym = PSEUDONYM_PREFIX + body + self._check(body)
             if len(self._pseudonyms) >= self._cache_size:
                 self._pseudonyms.clear()
             self._pseudonyms[text] = pseudonym

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 import time
 
-import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -59,12 +57,9 @@ def test_merged_series_stay_exact_when_two_readers_collect_in_turn() -> None:
     assert exposed == [({"email": "<email>", "plan": "pro"}, 7.0)]
 
 
-def test_one_random_pseudonym_key_per_process_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_without_a_key_every_reader_uses_the_same_random_pseudonym_key() -> None:
     reader = InMemoryMetricReader()
-    with caplog.at_level(logging.WARNING):
-        telemetry = Telemetry(
-            load_settings(environ={}), MetricsRegistry(), extra_readers=[reader], start_exporters=False
-        )
+    telemetry = Telemetry(load_settings(environ={}), MetricsRegistry(), extra_readers=[reader], start_exporters=False)
     try:
         telemetry.meter_provider.get_meter("app").create_counter("logins").add(1, {"client_id": "acme-42"})
         [(in_memory, _)] = logins_in_memory(reader.get_metrics_data())
@@ -72,9 +67,7 @@ def test_one_random_pseudonym_key_per_process_with_one_warning(caplog: pytest.Lo
     finally:
         telemetry.shutdown()
 
-    assert in_memory["client_id"] == exposed["client_id"] != "acme-42"  # the same pseudonym for both readers
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "OTEL_MONITORING_PSEUDONYM_KEY" in warnings[0]
+    assert in_memory["client_id"] == exposed["client_id"] != "acme-42"  # one pseudonym on /metrics and in OTLP
 
 
 def test_forked_child_scrapes_while_a_parent_thread_was_collecting() -> None:

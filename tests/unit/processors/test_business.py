@@ -441,6 +441,51 @@ def test_satisfaction_keeps_the_distribution_and_adds_the_mean() -> None:
     assert [(p.attributes, p.value) for p in mean.data_points] == [({"channel": "web"}, 15.0 / 4)]
 
 
+@pytest.mark.parametrize(
+    ("first_scope", "second_scope"),
+    [
+        (InstrumentationScope("content_api.facade"), InstrumentationScope("content_api.sdk")),
+        (InstrumentationScope("content_api", "1.0"), InstrumentationScope("content_api", "2.0")),
+    ],
+    ids=["two-scope-names", "one-name-two-versions"],
+)
+def test_generations_and_satisfaction_from_two_scopes_with_equal_attributes_are_two_inputs(
+    first_scope: InstrumentationScope, second_scope: InstrumentationScope
+) -> None:
+    # Bug fixed in business.py (reviewer's repro): the points of every scope of a resource went to one merge
+    # keyed by attributes only, so two meters (two modules each calling get_meter(__name__)) recording equal
+    # attributes looked like ONE input whose start time kept changing: every batch counted a restart again
+    # and true totals 11, 22, 33, 44 came out 11, 33, 66, 110.
+    clock = FakeClock()
+    processor = make_processor(clock)
+    attributes = {"content.type": "text", "status": "ok", "client_id": "c1"}
+    bounds = list(SATISFACTION_BUCKETS)
+    for step in range(1, 5):
+        clock.advance(10)
+        time = clock.now
+        scopes = []
+        for scope, start, per_step, score in ((first_scope, 111, 10, 5.0), (second_scope, 222, 1, 1.0)):
+            generations = Sum([NumberDataPoint(attributes, start, time, per_step * step)], CUMULATIVE, True)
+            count = per_step * step
+            buckets = [count, 0, 0, 0, 0, 0] if score == 1.0 else [0, 0, 0, 0, count, 0]
+            scores = HistogramDataPoint(attributes, start, time, count, score * count, buckets, bounds, score, score)
+            metrics = [
+                Metric(GENERATIONS_METRIC, "Generations", "{generation}", generations),
+                Metric(SATISFACTION_METRIC, "Satisfaction", "{score}", Histogram([scores], CUMULATIVE)),
+            ]
+            scopes.append(ScopeMetrics(scope, metrics, ""))
+        outputs = derived(processor.process(MetricsData([ResourceMetrics(RESOURCE, scopes, "")])))
+        assert value_of(outputs[GENERATIONS_OUTPUT], **{"content.type": "text", "status": "ok"}) == 11 * step
+        distribution = outputs[SATISFACTION_OUTPUT].data
+        assert isinstance(distribution, Histogram)
+        (point,) = distribution.data_points
+        assert (point.count, point.sum) == (11 * step, 51.0 * step)
+        assert list(point.bucket_counts) == [step, 0, 0, 0, 10 * step, 0]
+        mean = outputs[SATISFACTION_MEAN_OUTPUT].data
+        assert isinstance(mean, Gauge)
+        assert [p.value for p in mean.data_points] == [pytest.approx(51.0 / 11)]
+
+
 # --- temporality, resources, idempotence, state -----------------------------------------------------------
 
 

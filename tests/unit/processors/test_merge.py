@@ -94,6 +94,42 @@ def test_keeps_inputs_from_two_origins_apart_when_their_attributes_are_equal() -
     assert not merger.tracks(counter([]), origin="worker-3")
 
 
+def test_an_input_tag_keeps_inputs_with_equal_attributes_apart_within_one_merge() -> None:
+    # Two scopes (meters) merged in one call under one origin: without a tag their points, with equal
+    # attributes and different start times, were one input that restarted at every batch and was counted again.
+    merger = SeriesMerger(clock=FakeClock())
+    attributes, total = {"route": "/a"}, {"route": "/a"}
+    for step in range(1, 5):
+        first, second = NumberDataPoint(attributes, 111, 200, 10 * step), NumberDataPoint(attributes, 222, 200, step)
+        batch = Metric("requests", "", "1", Sum([first, second], CUMULATIVE, True))
+        out = merger.merge(batch, [(first, total, ("facade", "")), (second, total, ("sdk", ""))], origin="resource")
+        assert values(out) == {to(total): 11 * step}
+    # Tagged and untagged items mix, the untagged ones being one more input (tag None).
+    third = NumberDataPoint(attributes, 333, 300, 5)
+    batch = Metric("requests", "", "1", Sum([third], CUMULATIVE, True))
+    assert values(merger.merge(batch, [(third, total)], origin="resource")) == {to(total): 49}
+
+
+def test_an_input_tag_keeps_histogram_inputs_apart_and_is_ignored_by_deltas_and_gauges() -> None:
+    merger = SeriesMerger(clock=FakeClock())
+    for step in range(1, 4):
+        points = [
+            HistogramDataPoint({"user": "u"}, start, 200, step, float(step), [step, 0], [1.0], 0.5, 0.5)
+            for start in (111, 222)
+        ]
+        batch = Metric("latency", "", "s", Histogram(points, CUMULATIVE))
+        out = merger.merge(batch, [(point, {}, tag) for point, tag in zip(points, ("a", "b"), strict=True)])
+        assert out is not None and isinstance(out.data, Histogram)
+        (point,) = out.data.data_points
+        assert (point.count, list(point.bucket_counts), point.sum) == (2 * step, [2 * step, 0], 2.0 * step)
+    deltas = [NumberDataPoint({"user": "u"}, 1, 2, value) for value in (3, 4)]
+    metric = Metric("requests", "", "1", Sum(deltas, DELTA, True))
+    assert values(merger.merge(metric, [(deltas[0], {}, "a"), (deltas[1], {}, "b")])) == {to({}): 7}
+    gauges = [NumberDataPoint({"user": "u"}, 0, time, value) for time, value in ((1, 2.0), (2, 4.0))]
+    metric = Metric("temperature", "", "1", Gauge(gauges))
+    assert values(merger.merge(metric, [(gauges[0], {}, "a"), (gauges[1], {}, "b")], "avg")) == {to({}): 3.0}
+
+
 def test_an_input_moved_to_another_output_leaves_its_past_where_it_was() -> None:
     # Bug fixed in _merge.py: on a move the input was marked "restarted", so its whole cumulative
     # value was added to the new output while the old output kept it too: counted twice.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import string
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -118,6 +119,7 @@ def test_default_config_is_valid_and_builds_a_processor() -> None:
         ({"pseudonym_length": 65}, "pseudonym_length", "must be between 8 and 64"),
         ({"max_value_length": 3}, "max_value_length", "must be between 16 and 65536"),
         ({"cache_size": 0}, "cache_size", "must be at least 1"),
+        ({"expiry_seconds": 0}, "expiry_seconds", "must be greater than 0"),
         ({"hash_key_name": " "}, "hash_key_name", "must name an entry of the secrets"),
         ({"fail_closed": True}, "fail_closed", "needs at least one rule in allow"),
         ({"deny": [""]}, "deny", "attribute-key globs must not be empty"),
@@ -259,10 +261,19 @@ def test_only_changed_parts_are_rebuilt() -> None:
 
 def test_values_of_other_types_are_checked_too() -> None:
     processor = make()
-    attributes = {"cpf": 52998224725, "port": 8080, "ok": True, "ratio": 0.5, "hosts": ("10.0.0.1", "db"), "none": ""}
+    attributes = {
+        "cpf": 52998224725,
+        "phone": 5511912345678,  # E.164 storage form of a Brazilian mobile, as an int
+        "port": 8080,
+        "ok": True,
+        "ratio": 0.5,
+        "hosts": ("10.0.0.1", "db"),
+        "none": "",
+    }
     point = points_of(processor.process(batch(counter([(attributes, 1.0)]))))[0]
     assert point.attributes == {
         "cpf": "<cpf>",
+        "phone": "<phone>",
         "port": 8080,
         "ok": True,
         "ratio": 0.5,
@@ -325,8 +336,14 @@ def test_pseudonyms_never_contain_the_identifier(identifier: str) -> None:
     assert value.startswith(PSEUDONYM_PREFIX)
 
 
-@pytest.mark.parametrize("key", ["customer_id", "customer.id", "Customer-Id", "user.id", "enduser.id", "tenant_id"])
-def test_identifier_keys_match_in_their_dotted_and_dashed_forms(key: str) -> None:
+@pytest.mark.parametrize(
+    "key",
+    [
+        "customer_id", "customer.id", "Customer-Id", "user.id", "enduser.id", "tenant_id",
+        "userId", "customerId", "tenantID", "clientId", "AccountId",
+    ],
+)  # fmt: skip
+def test_identifier_keys_match_in_their_dotted_dashed_and_camel_case_forms(key: str) -> None:
     assert pseudonym(make(), "someone@example.com", key).startswith(PSEUDONYM_PREFIX)
 
 
@@ -350,6 +367,47 @@ def test_a_pseudonym_is_not_hashed_again() -> None:
     processor = make()
     once = pseudonym(processor, "cust-7")
     assert pseudonym(processor, once) == once  # sanitize in-process, then again in the sidecar
+    assert pseudonym(make(), once) == once  # another processor with the same key (the sidecar)
+
+
+@pytest.mark.parametrize("forged", ["u_0123456789abcdef", "u_ffffffffffffffff", "u_0000000000000000"])
+def test_a_value_that_only_looks_like_a_pseudonym_is_hashed(forged: str) -> None:
+    processor = make()
+    value = pseudonym(processor, forged)
+    assert value != forged
+    assert value.startswith(PSEUDONYM_PREFIX)
+    assert pseudonym(make(key="another-key-of-16-bytes"), value) != value  # another key's pseudonym is a value
+
+
+def test_identifier_keys_of_the_resource_become_pseudonyms() -> None:
+    registry = MetricsRegistry()
+    processor = make(registry)
+    data = batch(
+        counter([({"tenant_id": "acme-corp-42"}, 1.0)]),
+        resource={"service.name": "api", "tenant.id": "acme-corp-42", "enduser.id": "ana.silva"},
+    )
+    output = processor.process(data)
+    attributes = output.resource_metrics[0].resource.attributes
+    assert attributes["service.name"] == "api"
+    assert attributes["tenant.id"] == points_of(output)[0].attributes["tenant_id"]  # the same pseudonym
+    assert str(attributes["tenant.id"]).startswith(PSEUDONYM_PREFIX)
+    assert str(attributes["enduser.id"]).startswith(PSEUDONYM_PREFIX)
+    assert "ana.silva" not in str(attributes)
+    assert count(registry, "otel_monitoring_sanitize_pseudonymized_total") == 3
+
+
+@pytest.mark.parametrize("key", ["note", "user_id"])
+def test_a_lone_surrogate_never_breaks_hashing_or_encoding(key: str) -> None:
+    processor = make()
+    output = processor.process(
+        batch(counter([({key: "\ud800abc ana@example.com"}, 1.0)]), resource={"service.name": "\udfffapi"})
+    )
+    value = points_of(output)[0].attributes[key]
+    value.encode("utf-8")  # what every exporter does; raises on a surrogate
+    output.resource_metrics[0].resource.attributes["service.name"].encode("utf-8")  # type: ignore[union-attr]
+    assert "ana@example.com" not in value
+    if key == "note":
+        assert value == "\ufffdabc <email>"
 
 
 def test_without_a_key_a_random_per_process_key_is_used_with_one_warning(
@@ -562,7 +620,47 @@ def test_long_values_are_cut_and_marked_after_detection() -> None:
     assert count(registry, "otel_monitoring_sanitize_truncated_total") == 1
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["a" * 65_535 + "@", "a@" * 32_768, "a:" * 32_768, "token=" * 10_922, "a/" * 32_767 + "?", "+1 " * 21_845],
+    ids=["local_part", "at_signs", "colons", "credential_keys", "slashes", "plus_digits"],
+)
+def test_a_64_kib_pathological_value_is_processed_well_under_a_second(value: str) -> None:
+    processor = make(max_value_length=65_536)
+    started = time.perf_counter()
+    result = points_of(processor.process(batch(counter([({"v": value}, 1.0)]))))[0].attributes["v"]
+    assert time.perf_counter() - started < 0.25
+    # Detectors look at the first 4,096 characters only; the rest is cut, and the cut is marked.
+    assert len(result) <= 4096 + len(TRUNCATION_MARKER)
+    assert result.endswith(TRUNCATION_MARKER)
+
+
 # --- Own metrics and caches -------------------------------------------------------------------------------------
+
+
+def remembered(processor: SanitizeProcessor) -> int:
+    """Merge state held by the processor: outputs that went through a merger, and the mergers' series."""
+    merged = sum(len(outputs) for outputs in processor._merged_outputs.values())
+    return merged + sum(merger.series_count() for merger in processor._mergers.values())
+
+
+def test_merge_state_stays_bounded_when_values_that_lose_information_keep_changing() -> None:
+    clock = FakeClock()
+    processor = make(clock=clock, expiry_seconds=60)
+    sizes = []
+    for cycle in range(40):
+        clock.now += 10 * SECOND
+        # Every value is reported once and never again (an order number next to an email); each loses its email.
+        points = [({"msg": f"order {cycle * 100 + i} for ana@example.com"}, 1.0) for i in range(100)]
+        output = processor.process(batch(counter(points)))
+        assert len(points_of(output)) == 100
+        sizes.append(remembered(processor))
+    # 60 s of 10 s cycles: about 6-8 cycles of 100 values (an output and an input each) are remembered.
+    assert max(sizes[10:]) <= 3 * 8 * 100  # without expiry: 2 * 100 more every cycle, 8,000 at the end
+    clock.now += 120 * SECOND
+    processor.process(batch())
+    assert remembered(processor) == 0
+    assert not processor._mergers
 
 
 def test_own_metrics_count_each_detector_per_processed_point_with_no_user_data() -> None:
