@@ -316,7 +316,7 @@ class MetricsRegistry:
         if cardinality_limit < 1:
             raise ValueError(f"cardinality_limit must be at least 1 (got {cardinality_limit})")
         self._clock = clock
-        self._cardinality_limit = cardinality_limit
+        self._limit_for: Callable[[str], int] = lambda name: cardinality_limit
         self._families: dict[str, Family] = {}
         self._exposed: dict[str, str] = {}  # Prometheus sample name -> the metric that exposes it
         self._lock = threading.Lock()
@@ -356,6 +356,13 @@ class MetricsRegistry:
         """Declare an OpenTelemetry-named UpDownCounter with typed attributes."""
         extra = {"typed_values": True}
         return self._declare(UpDownCounterFamily, name, description, attribute_keys, unit, extra, semconv=True)
+
+    def set_cardinality_limits(self, limit_for: Callable[[str], int]) -> None:
+        """Apply per-metric limits (the cardinality processor's), to declared metrics and later ones."""
+        with self._lock:
+            self._limit_for = limit_for
+            for family in self._families.values():
+                family.cardinality_limit = limit_for(family.name)
 
     def reset_locks_after_fork(self) -> None:
         """Replace every lock in a forked child, where a thread of the parent may have held one."""
@@ -403,7 +410,7 @@ class MetricsRegistry:
                         f"metric {name!r} would expose {sample!r}, which metric {owner!r} already exposes"
                     )
             family = family_type(
-                name, description, unit, labels, self._clock, cardinality_limit=self._cardinality_limit, **extra
+                name, description, unit, labels, self._clock, cardinality_limit=self._limit_for(name), **extra
             )
             self._families[name] = family
             self._exposed.update(dict.fromkeys(exposed, name))

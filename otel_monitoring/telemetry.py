@@ -218,6 +218,8 @@ class Telemetry:
             # every reader processes the same data, and counting it once per reader would multiply them.
             own_metrics = registry if index == 0 else MetricsRegistry()
             self.bridge.attach(reader, process=processor or self._reader_pipeline(own_metrics))
+        if self._pipelines:
+            self._apply_cardinality_limits_to_the_facade(self._pipelines[0].pipeline)
         self._standalone_server: object | None = None
         if start_exporters and "prometheus" in exporters:
             self._start_standalone_endpoint()
@@ -260,6 +262,15 @@ class Telemetry:
         self._pipelines.append(slot)
         deduplicate = _drop_duplicate_http_server_metrics(self.registry)
         return lambda data: slot.pipeline.process(deduplicate(data))
+
+    def _apply_cardinality_limits_to_the_facade(self, pipeline: Pipeline) -> None:
+        # The facade caps label sets when recording, so a burst never allocates cells; it uses the limits
+        # the pipeline's cardinality processor was configured with, so both paths agree.
+        for _, step in pipeline.steps:
+            limit_for = getattr(step, "limit_for", None)
+            if limit_for is not None:
+                self.registry.set_cardinality_limits(limit_for)
+                return
 
     @property
     def pipelines(self) -> list[Pipeline]:

@@ -9,10 +9,10 @@ holds every matched metric's state across batches and forgets inputs after ``exp
 
 Example config (``processors:`` section)::
 
-    aggregate/no_pod:
+    aggregate/no_peer:
       rules:
         - metrics: ["http.server.*"]
-          remove: [k8s.pod.name, client.address]
+          remove: [client.address, client.port]  # point attributes; resource attributes stay
         - metrics: [queue.depth]
           keep: [queue]
           gauge_function: sum

@@ -90,7 +90,7 @@ def test_pipeline_cost_quick_run_reports_a_figure_per_default_processor() -> Non
 
     assert done.returncode == 0, done.stderr
     for step in ("sanitize", "business", "cardinality"):
-        match = re.search(rf"^\| {step} \| (\d+\.\d\d) \|$", done.stdout, re.MULTILINE)
+        match = re.search(rf"^\| {step} \| (\d+\.\d\d) \| (\d+\.\d\d) \|$", done.stdout, re.MULTILINE)
         assert match is not None, f"no figure for {step!r} in:\n{done.stdout}"
         assert float(match.group(1)) > 0
 

@@ -104,3 +104,18 @@ def test_forked_child_scrapes_while_a_parent_thread_was_collecting() -> None:
         scraper.join()
         telemetry.shutdown()
     assert failed == 0
+
+
+def test_facade_records_within_the_limits_configured_for_the_cardinality_processor() -> None:
+    registry = MetricsRegistry()
+    early = registry.counter("campaigns_total", "Campaigns", ("campaign",))  # declared before the pipeline exists
+    processors = '{"cardinality": {"limit": 50, "limits": {"campaigns_*": 5}}}'
+    telemetry = Telemetry(load_settings(environ={**KEY, "OTEL_MONITORING_PROCESSORS": processors}), registry)
+    try:
+        late = registry.counter("signups_total", "Signups", ("source",))
+        for n in range(100):
+            early.labels(campaign=f"c{n}").inc()
+            late.labels(source=f"s{n}").inc()
+    finally:
+        telemetry.shutdown()
+    assert len(early.series()) == 5 + 1 and len(late.series()) == 50 + 1  # the limit plus one overflow series
