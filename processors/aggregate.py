@@ -44,7 +44,7 @@ from opentelemetry.sdk.metrics.export import (
 from pydantic import Field, model_validator
 
 from processors._merge import GaugeFunction, SeriesMerger, origin_of
-from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
+from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory, map_metrics
 
 __all__ = ["FACTORY", "AggregateConfig", "AggregateProcessor", "AggregateRule"]
 
@@ -137,38 +137,13 @@ class AggregateProcessor(Processor):
     def process(self, data: MetricsData) -> MetricsData:
         if not self._rules:
             return data
-        resources: list[ResourceMetrics] = []
-        changed = False
-        for resource_metrics in data.resource_metrics:
-            scopes: list[ScopeMetrics] = []
-            resource_changed = False
-            for scope_metrics in resource_metrics.scope_metrics:
-                metrics: list[Metric] = []
-                scope_changed = False
-                origin: Hashable = None
-                for metric in scope_metrics.metrics:
-                    rule = self._rule_for(metric.name)
-                    if rule is None:
-                        metrics.append(metric)
-                        continue
-                    if origin is None:
-                        origin = origin_of(resource_metrics, scope_metrics)
-                    aggregated = self._aggregate(metric, rule, origin)
-                    if aggregated is not metric:
-                        scope_changed = True
-                    if aggregated is not None:
-                        metrics.append(aggregated)
-                if scope_changed:
-                    resource_changed = True
-                    scopes.append(ScopeMetrics(scope_metrics.scope, metrics, scope_metrics.schema_url))
-                else:
-                    scopes.append(scope_metrics)
-            if resource_changed:
-                changed = True
-                resources.append(ResourceMetrics(resource_metrics.resource, scopes, resource_metrics.schema_url))
-            else:
-                resources.append(resource_metrics)
-        return MetricsData(resources) if changed else data
+        return map_metrics(data, self._process_metric)
+
+    def _process_metric(self, metric: Metric, resource: ResourceMetrics, scope: ScopeMetrics) -> Metric | None:
+        rule = self._rule_for(metric.name)
+        if rule is None:
+            return metric
+        return self._aggregate(metric, rule, origin_of(resource, scope))
 
     def _rule_for(self, name: str) -> _CompiledRule | None:
         try:

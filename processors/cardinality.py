@@ -58,7 +58,7 @@ from pydantic import Field, field_validator
 
 from otel_monitoring._instruments import OVERFLOW_ATTRIBUTES  # one definition for the facade and the pipeline
 from processors._merge import SeriesMerger, attributes_key, origin_of
-from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
+from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory, map_metrics
 
 __all__ = ["FACTORY", "OVERFLOW_ATTRIBUTES", "CardinalityConfig", "CardinalityProcessor"]
 
@@ -175,30 +175,9 @@ class CardinalityProcessor(Processor):
         now = self._clock()
         if now - self._last_sweep >= self._expiry_ns // 4:
             self._sweep(now)
-        resources: list[ResourceMetrics] = []
-        changed = False
-        for resource_metrics in data.resource_metrics:
-            scopes: list[ScopeMetrics] = []
-            resource_changed = False
-            for scope_metrics in resource_metrics.scope_metrics:
-                metrics: list[Metric] = []
-                scope_changed = False
-                for metric in scope_metrics.metrics:
-                    limited = self._limit(metric, now, resource_metrics, scope_metrics)
-                    scope_changed = scope_changed or limited is not metric
-                    metrics.append(limited)
-                if scope_changed:
-                    resource_changed = True
-                    scopes.append(ScopeMetrics(scope_metrics.scope, metrics, scope_metrics.schema_url))
-                else:
-                    scopes.append(scope_metrics)
-            if resource_changed:
-                changed = True
-                resources.append(ResourceMetrics(resource_metrics.resource, scopes, resource_metrics.schema_url))
-            else:
-                resources.append(resource_metrics)
+        result = map_metrics(data, lambda metric, resource, scope: self._limit(metric, now, resource, scope))
         self._tracked_series.set(self._remembered())
-        return MetricsData(resources) if changed else data
+        return result
 
     def _limit(
         self,

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from opentelemetry.sdk.metrics.export import MetricsData
+from opentelemetry.sdk.metrics.export import Metric, MetricsData, ResourceMetrics, ScopeMetrics
 from pydantic import BaseModel, ConfigDict
 
 from otel_monitoring._instruments import MetricsRegistry
 
-__all__ = ["ComponentConfig", "Processor", "ProcessorContext", "ProcessorFactory"]
+__all__ = ["ComponentConfig", "MetricTransform", "Processor", "ProcessorContext", "ProcessorFactory", "map_metrics"]
 
 
 class ComponentConfig(BaseModel):
@@ -69,3 +69,38 @@ class ProcessorFactory(Generic[ConfigT]):
 
     def create_from(self, raw: dict[str, Any] | None, context: ProcessorContext) -> Processor:
         return self.create(self.config_class.model_validate(raw or {}), context)
+
+
+MetricTransform = Callable[[Metric, ResourceMetrics, ScopeMetrics], "Metric | None"]
+
+
+def map_metrics(data: MetricsData, transform: MetricTransform) -> MetricsData:
+    """Apply ``transform`` to every metric (None drops it), rebuilding only the scopes and resources that changed.
+
+    Unchanged metrics, scopes, resources and the batch itself are returned as the same objects, so a
+    processor with nothing to do costs one call per metric and allocates nothing.
+    """
+    resources: list[ResourceMetrics] = []
+    changed = False
+    for resource_metrics in data.resource_metrics:
+        scopes: list[ScopeMetrics] = []
+        resource_changed = False
+        for scope_metrics in resource_metrics.scope_metrics:
+            metrics: list[Metric] = []
+            scope_changed = False
+            for metric in scope_metrics.metrics:
+                result = transform(metric, resource_metrics, scope_metrics)
+                scope_changed = scope_changed or result is not metric
+                if result is not None:
+                    metrics.append(result)
+            if scope_changed:
+                resource_changed = True
+                scopes.append(ScopeMetrics(scope_metrics.scope, metrics, scope_metrics.schema_url))
+            else:
+                scopes.append(scope_metrics)
+        if resource_changed:
+            changed = True
+            resources.append(ResourceMetrics(resource_metrics.resource, scopes, resource_metrics.schema_url))
+        else:
+            resources.append(resource_metrics)
+    return MetricsData(resources) if changed else data
