@@ -350,6 +350,11 @@ class MetricsRegistry:
         extra = {"buckets": _validate_buckets(name, buckets), "typed_values": True}
         return self._declare(HistogramFamily, name, description, attribute_keys, unit, extra, semconv=True)
 
+    def semconv_counter(self, name: str, description: str, attribute_keys: Iterable[str], unit: str) -> CounterFamily:
+        """Declare an OpenTelemetry-named counter (``cache.operations``) with typed attributes."""
+        extra = {"typed_values": True}
+        return self._declare(CounterFamily, name, description, attribute_keys, unit, extra, semconv=True)
+
     def semconv_updowncounter(
         self, name: str, description: str, attribute_keys: Iterable[str], unit: str
     ) -> UpDownCounterFamily:

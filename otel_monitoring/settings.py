@@ -50,10 +50,13 @@ from pydantic import (
 __all__ = [
     "CONFIG_FILE_ENV",
     "MASK",
+    "SYSTEM_METRIC_GROUPS",
     "AlertingConfig",
+    "CollectorsConfig",
     "ExportersConfig",
     "GrafanaConfig",
     "HTTPServerConfig",
+    "KubernetesConfig",
     "MetricsEndpointConfig",
     "OTLPConfig",
     "PrometheusConfig",
@@ -64,6 +67,7 @@ __all__ = [
     "apply_instrumentation_defaults",
     "apply_overrides",
     "load_settings",
+    "parse_quantity",
     "render_settings",
 ]
 
@@ -528,6 +532,144 @@ class ProcessingConfig(_Section):
     """Key of the HMAC that turns customer and user ids into stable pseudonyms; without it, a random key per process."""
 
 
+SYSTEM_METRIC_GROUPS = ("cpu", "memory", "disk", "filesystem", "network", "tcp", "process", "container", "kubernetes")
+"""Groups of system metrics ``collectors.system_metrics`` chooses from (docs/system-metrics.md)."""
+
+
+class _Detail(ValueError):
+    """A validation failure whose message is worth showing after the generic 'must be ...' (which item is wrong)."""
+
+
+def _detail_of(error: ValidationError) -> str:
+    for item in error.errors():
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, _Detail):
+            return f"; {cause}"
+    return ""
+
+
+def _check_groups(value: list[str]) -> list[str]:
+    unique = list(dict.fromkeys(item.lower() for item in value))
+    if unique == ["none"]:
+        return []
+    unknown = [item for item in unique if item not in SYSTEM_METRIC_GROUPS]
+    if unknown:
+        raise _Detail(f"unknown group {unknown[0]!r}")
+    return unique
+
+
+def _check_probe_targets(value: dict[str, str]) -> dict[str, str]:
+    for name, url in value.items():
+        parts = urlsplit(url)
+        if parts.scheme not in ("tcp", "http", "https") or not parts.hostname:
+            raise _Detail(f"target {name!r}: {url!r} is not a tcp://host:port or http(s) URL")
+        if parts.scheme == "tcp" and parts.port is None:
+            raise _Detail(f"target {name!r}: {url!r} has no port")
+    return value
+
+
+class CollectorsConfig(_Section):
+    """What is measured besides HTTP requests: system resources, database queries, caches, outgoing calls."""
+
+    system_metrics: Annotated[
+        list[str],
+        BeforeValidator(_split_commas),
+        AfterValidator(_check_groups),
+        _env("OTEL_MONITORING_SYSTEM_METRICS", valid=f"'none' or groups among {', '.join(SYSTEM_METRIC_GROUPS)}"),
+    ] = Field(default_factory=lambda: list(SYSTEM_METRIC_GROUPS))
+    """System metric groups read at each collection; ``none`` (or an empty list) turns system metrics off."""
+
+    probe_targets: Annotated[
+        _Pairs,
+        AfterValidator(_check_probe_targets),
+        _env("OTEL_MONITORING_PROBE_TARGETS", valid="name=url pairs, with tcp://host:port or http(s) URLs"),
+    ] = Field(default_factory=dict)
+    """Network latency probes by target name, e.g. ``database=tcp://db:5432,openai=https://api.openai.com/v1/models``."""
+
+    probe_interval_seconds: Annotated[
+        _Float, Field(gt=0), _env("OTEL_MONITORING_PROBE_INTERVAL", valid="a number of seconds > 0")
+    ] = 30.0
+    """How often every probe target is measured."""
+
+    probe_timeout_seconds: Annotated[
+        _Float, Field(gt=0), _env("OTEL_MONITORING_PROBE_TIMEOUT", valid="a number of seconds > 0")
+    ] = 2.0
+    """How long a probe waits before it counts the target as failed."""
+
+    database: Annotated[_Bool, _env("OTEL_MONITORING_DB_METRICS", valid=_BOOL_VALID)] = True
+    """Query metrics of every SQLAlchemy engine under ``opentelemetry-instrument``."""
+
+    slow_query_seconds: Annotated[
+        _Float, Field(gt=0), _env("OTEL_MONITORING_DB_SLOW_QUERY_SECONDS", valid="a number of seconds > 0")
+    ] = 0.5
+    """Queries taking at least this long are counted as slow."""
+
+    http_client: Annotated[_Bool, _env("OTEL_MONITORING_HTTP_CLIENT_METRICS", valid=_BOOL_VALID)] = True
+    """Duration and errors of outgoing httpx requests under ``opentelemetry-instrument``."""
+
+    redis: Annotated[_Bool, _env("OTEL_MONITORING_REDIS_METRICS", valid=_BOOL_VALID)] = True
+    """Cache metrics of redis-py clients under ``opentelemetry-instrument``."""
+
+
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+_QUANTITY_FACTORS = {
+    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+
+
+def parse_quantity(value: object) -> object:
+    """A Kubernetes resource quantity (``500m`` CPU, ``256Mi`` memory, or the downward API's plain number) as a float.
+
+    https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
+
+    >>> parse_quantity("500m"), parse_quantity("256Mi"), parse_quantity("2")
+    (0.5, 268435456.0, 2.0)
+    """
+    if not isinstance(value, str):
+        return value
+    match = _QUANTITY.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("not a Kubernetes quantity")
+    return float(match["number"]) * _QUANTITY_FACTORS[match["suffix"]]
+
+
+_Quantity = Annotated[FiniteFloat, BeforeValidator(parse_quantity), Field(ge=0)]
+_QUANTITY_VALID = "a Kubernetes quantity such as 500m, 2, 256Mi or 1Gi"
+
+
+class KubernetesConfig(_Section):
+    """The pod this process runs in, from the downward API environment (deploy/kubernetes sets it).
+
+    The names become the resource attributes ``k8s.pod.name``, ``k8s.namespace.name``, ``k8s.node.name`` and
+    ``k8s.container.name``; requests and limits become ``k8s.container.*`` metrics when given.
+    """
+
+    pod_name: Annotated[_Text | None, _env("K8S_POD_NAME", valid=_TEXT_VALID)] = None
+    """The pod's name (``metadata.name``)."""
+
+    namespace: Annotated[_Text | None, _env("K8S_NAMESPACE_NAME", valid=_TEXT_VALID)] = None
+    """The pod's namespace (``metadata.namespace``)."""
+
+    node_name: Annotated[_Text | None, _env("K8S_NODE_NAME", valid=_TEXT_VALID)] = None
+    """The node the pod runs on (``spec.nodeName``)."""
+
+    container_name: Annotated[_Text | None, _env("K8S_CONTAINER_NAME", valid=_TEXT_VALID)] = None
+    """This container's name in the pod spec."""
+
+    cpu_request: Annotated[_Quantity | None, _env("K8S_CPU_REQUEST", valid=_QUANTITY_VALID)] = None
+    """The container's CPU request in cores (``requests.cpu``)."""
+
+    cpu_limit: Annotated[_Quantity | None, _env("K8S_CPU_LIMIT", valid=_QUANTITY_VALID)] = None
+    """The container's CPU limit in cores (``limits.cpu``)."""
+
+    memory_request: Annotated[_Quantity | None, _env("K8S_MEMORY_REQUEST", valid=_QUANTITY_VALID)] = None
+    """The container's memory request in bytes (``requests.memory``)."""
+
+    memory_limit: Annotated[_Quantity | None, _env("K8S_MEMORY_LIMIT", valid=_QUANTITY_VALID)] = None
+    """The container's memory limit in bytes (``limits.memory``)."""
+
+
 _USERNAME_PATH = "metrics_endpoint.basic_auth_username"
 _PASSWORD_PATH = "metrics_endpoint.basic_auth_password"  # noqa: S105 - a settings path, not a password
 
@@ -567,6 +709,12 @@ class Settings(_Section):
 
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     """Sanitizing, aggregation, cardinality limits and business metrics before export."""
+
+    collectors: CollectorsConfig = Field(default_factory=CollectorsConfig)
+    """System, database, cache and outgoing-call metrics."""
+
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    """The Kubernetes pod, from the downward API."""
 
     _origins: dict[str, _Origin] = PrivateAttr(default_factory=dict)
 
@@ -701,12 +849,14 @@ class _Resolver:
     def apply(self, entries: list[_Entry]) -> None:
         for entry in entries:
             leaf = _LEAVES[entry.path]
+            detail = ""
             try:
                 validated = getattr(leaf.model.model_validate({leaf.name: entry.value}), leaf.name)
-            except ValidationError:
+            except ValidationError as error:
                 validated = _INVALID
+                detail = _detail_of(error)
             if validated is _INVALID:
-                problem = leaf.problem(from_env=entry.origin.kind == "env")
+                problem = leaf.problem(from_env=entry.origin.kind == "env") + detail
                 got = None if leaf.secret else _show(entry.value)
                 if leaf.secret:
                     problem += " (value not shown: secret)"

@@ -65,8 +65,20 @@ SCOPE = InstrumentationScope("otel_monitoring", __version__)
 
 
 def create_resource(settings: Settings) -> Resource:
-    """The resource from ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` (the name wins, as in the spec)."""
-    attributes: dict[str, str] = {**settings.service.resource_attributes, "service.name": settings.service.name}
+    """The resource from ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` (the name wins, as in the spec),
+    with the Kubernetes pod from the downward API (``K8S_POD_NAME``...) under the semantic-convention keys."""
+    kubernetes = settings.kubernetes
+    pod = {
+        "k8s.pod.name": kubernetes.pod_name,
+        "k8s.namespace.name": kubernetes.namespace,
+        "k8s.node.name": kubernetes.node_name,
+        "k8s.container.name": kubernetes.container_name,
+    }
+    attributes: dict[str, str] = {
+        **{key: value for key, value in pod.items() if value is not None},
+        **settings.service.resource_attributes,
+        "service.name": settings.service.name,
+    }
     # Resource.create adds the SDK's attributes and a service.instance.id; ours win over what it reads.
     return Resource.create(attributes)
 

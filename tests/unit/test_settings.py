@@ -71,6 +71,9 @@ def test_settings_without_arguments_is_valid_with_documented_defaults() -> None:
     assert (endpoint.allowed_networks, endpoint.access_log, endpoint.scope_labels) == ([], False, False)
     assert settings.http.duration_buckets == [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
     assert settings.http.excluded_paths == ["/metrics"]
+    assert settings.collectors.system_metrics == list(settings_module.SYSTEM_METRIC_GROUPS)
+    assert (settings.collectors.probe_targets, settings.collectors.slow_query_seconds) == ({}, 0.5)
+    assert settings.kubernetes.model_dump() == dict.fromkeys(settings.kubernetes.model_dump())
 
 
 def _models(model: type[pydantic.BaseModel]) -> list[type[pydantic.BaseModel]]:
@@ -136,6 +139,23 @@ def test_environment_variable_table_covers_the_seed_otel_and_own_variables() -> 
         "OTEL_MONITORING_PROCESSORS",
         "OTEL_MONITORING_PIPELINE",
         "OTEL_MONITORING_PSEUDONYM_KEY",
+        "OTEL_MONITORING_SYSTEM_METRICS",
+        "OTEL_MONITORING_PROBE_TARGETS",
+        "OTEL_MONITORING_PROBE_INTERVAL",
+        "OTEL_MONITORING_PROBE_TIMEOUT",
+        "OTEL_MONITORING_DB_METRICS",
+        "OTEL_MONITORING_DB_SLOW_QUERY_SECONDS",
+        "OTEL_MONITORING_HTTP_CLIENT_METRICS",
+        "OTEL_MONITORING_REDIS_METRICS",
+        # Kubernetes downward API (deploy/kubernetes)
+        "K8S_POD_NAME",
+        "K8S_NAMESPACE_NAME",
+        "K8S_NODE_NAME",
+        "K8S_CONTAINER_NAME",
+        "K8S_CPU_REQUEST",
+        "K8S_CPU_LIMIT",
+        "K8S_MEMORY_REQUEST",
+        "K8S_MEMORY_LIMIT",
     }
 
 
@@ -753,3 +773,26 @@ def test_passwords_inside_urls_are_masked_in_rendering_and_errors() -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(environ={"PROMETHEUS_PUSH_GATEWAY": "ftp://u:S3CRETPW@pgw:9091"}, strict=True)
     assert "S3CRETPW" not in str(raised.value) and "ftp://u:" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("500m", 0.5), ("2", 2.0), ("1.5", 1.5), ("256Mi", 256 * 2**20), ("1Gi", 2**30), ("1G", 1e9), ("4k", 4000.0)],
+)
+def test_reads_kubernetes_quantities_from_the_downward_api(given: str, expected: float) -> None:
+    settings = load_settings(environ={"K8S_CPU_LIMIT": given})
+
+    assert settings.kubernetes.cpu_limit == expected
+
+
+def test_system_metric_groups_none_turns_them_off_and_unknown_groups_are_refused() -> None:
+    assert load_settings(environ={"OTEL_MONITORING_SYSTEM_METRICS": "none"}).collectors.system_metrics == []
+    expected = r"OTEL_MONITORING_SYSTEM_METRICS: .*kubernetes; unknown group 'gpu' \(got 'cpu,gpu'\)"
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(environ={"OTEL_MONITORING_SYSTEM_METRICS": "cpu,gpu"}, strict=True)
+
+
+def test_probe_target_without_a_port_is_refused_with_its_name() -> None:
+    expected = r"collectors.probe_targets \(from code\): .*'database': 'tcp://db' has no port"
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(overrides={"collectors": {"probe_targets": {"database": "tcp://db"}}}, strict=True)
