@@ -13,6 +13,7 @@ out in the Prometheus exposition as written.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from otel_monitoring._cells import CounterCell, GaugeCell, HistogramCell
 from otel_monitoring._instruments import (
@@ -24,6 +25,9 @@ from otel_monitoring._instruments import (
     MetricsRegistry,
 )
 
+if TYPE_CHECKING:
+    from otel_monitoring.collectors.cache import CacheMetrics
+
 __all__ = [
     "DEFAULT_BUCKETS",
     "CounterCell",
@@ -34,6 +38,7 @@ __all__ = [
     "HistogramFamily",
     "MetricConflictError",
     "MetricsRegistry",
+    "cache",
     "counter",
     "default_registry",
     "gauge",
@@ -98,3 +103,18 @@ def histogram(
 ) -> HistogramFamily:
     """Declare (or get again) a histogram with ``observe`` and ``time``; buckets default to prometheus_client's."""
     return _registry(registry).histogram(name, description, labelnames, unit, buckets)
+
+
+def cache(name: str, *, registry: MetricsRegistry | None = None) -> CacheMetrics:
+    """The hit, miss, set and evict counters and operation latency of one named cache; same name, same object.
+
+    >>> sessions = metrics.cache("sessions")
+    >>> sessions.hit(); sessions.miss(); sessions.set(); sessions.evict()
+    >>> with sessions.time("get"):
+    ...     value = store.get(key)
+
+    Recorded as ``cache.operations`` and ``cache.operation.duration`` (see docs/cache-and-http-client.md).
+    """
+    from otel_monitoring.collectors.cache import get_cache_metrics  # the collectors import this module
+
+    return get_cache_metrics(name, _registry(registry))
