@@ -103,3 +103,15 @@ def test_cardinality_burst_quick_run_stays_within_the_limit_plus_one_overflow_se
     assert rows["otel_monitoring facade (limit 2000)"] == "2,001"
     assert rows["cardinality processor (limit 2000)"] == "2,001"
     assert rows["prometheus_client (no limit)"] == "20,000"  # the peers keep every value
+
+
+def test_system_collection_quick_run_reports_cpu_per_collection_for_ours_and_the_peer() -> None:
+    done = run_quick("system_collection.py", timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    ours = r"^\| otel_monitoring \(all groups\) \| (\d+\.\d\d) \| \d+\.\d\d \| (\d+) \| 1\.00 \|$"
+    match = re.search(ours, done.stdout, re.MULTILINE)
+    assert match is not None, f"no figure for ours in:\n{done.stdout}"
+    assert float(match.group(1)) > 0 and int(match.group(2)) > 0
+    peer = r"^\| peer \(default config\) \| (\d+\.\d\d \| \d+\.\d\d \| \d+ \| \d+\.\d\d|not installed \| \| \|) \|$"
+    assert re.search(peer, done.stdout, re.MULTILINE), done.stdout
