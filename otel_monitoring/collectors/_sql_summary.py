@@ -169,7 +169,7 @@ _RESERVED = frozenset(
         "SET", "VALUES", "RETURNING", "WITH", "SELECT", "INSERT", "UPDATE", "DELETE", "INTO", "FROM", "AND", "OR",
         "NOT", "IN", "IS", "NULL", "LATERAL", "STRAIGHT_JOIN", "TABLESAMPLE", "QUALIFY", "PARTITION", "DEFAULT",
         "OUTPUT", "WHEN", "THEN", "ELSE", "END", "CASE", "DISTINCT", "ALL", "LOCK", "NOWAIT", "SKIP", "USE",
-        "FORCE", "IGNORE", "PIVOT", "UNPIVOT", "MATCHED", "CONFLICT", "DO", "SELECT", "OVERRIDING", "DEFAULT",
+        "FORCE", "IGNORE", "PIVOT", "UNPIVOT", "MATCHED", "CONFLICT", "DO", "OVERRIDING",
         "PROCEDURE", "ROWS", "RANGE", "CONNECT", "START", "MERGE", "EXISTS",
     }
 )  # fmt: skip
@@ -218,7 +218,7 @@ def _operation_only(statement: str) -> QuerySummary:
     return QuerySummary(operation, "", operation)
 
 
-def _walk(tokens: list[tuple[int, str]]) -> QuerySummary:  # noqa: C901, PLR0912, PLR0915 - one state machine
+def _walk(tokens: list[tuple[int, str]]) -> QuerySummary:
     parts: list[str] = []
     operations: list[tuple[int, int]] = []  # (depth, index in parts)
     targets: list[tuple[int, int]] = []
