@@ -115,3 +115,18 @@ def test_system_collection_quick_run_reports_cpu_per_collection_for_ours_and_the
     assert float(match.group(1)) > 0 and int(match.group(2)) > 0
     peer = r"^\| peer \(default config\) \| (\d+\.\d\d \| \d+\.\d\d \| \d+ \| \d+\.\d\d|not installed \| \| \|) \|$"
     assert re.search(peer, done.stdout, re.MULTILINE), done.stdout
+
+
+def test_database_overhead_quick_run_reports_us_per_query_for_bare_ours_and_the_peer() -> None:
+    done = run_quick("database_overhead.py", timeout=90)
+
+    assert done.returncode == 0, done.stderr
+    case = re.escape('conn.execute(text("SELECT 1"))')
+    figures = {}
+    for contender in ("bare", "otel_monitoring", "opentelemetry-instrumentation-sqlalchemy"):
+        match = re.search(rf"^\| {case} \| {re.escape(contender)} \| (\d+\.\d\d) \| ", done.stdout, re.MULTILINE)
+        assert match is not None, f"no figure for {contender} in:\n{done.stdout}"
+        figures[contender] = float(match.group(1))
+    assert all(value > 0 for value in figures.values())
+    # The peer makes a span per query: slower than ours in any run, quick or not.
+    assert figures["opentelemetry-instrumentation-sqlalchemy"] > figures["otel_monitoring"]
