@@ -101,10 +101,8 @@ class CacheMetrics:
         self.miss = self._operations.labels(name, "miss").inc
         self.set = self._operations.labels(name, "set").inc
         self.evict = self._operations.labels(name, "evict").inc
-        self._observers: dict[tuple[str, str], Callable[[float], None]] = {
-            (operation, ""): self._duration.labels(name, operation, "").observe
-            for operation in ("get", "set", "delete")
-        }
+        # Duration cells are bound on first use: a cache that is never timed exports no empty histograms.
+        self._observers: dict[tuple[str, str], Callable[[float], None]] = {}
 
     def __repr__(self) -> str:
         return f"CacheMetrics({self.name!r})"
