@@ -296,11 +296,11 @@ _TIMED_COMMANDS = frozenset(_COMMANDS) | frozenset(
         "LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "LLEN", "LREM", "BLPOP", "BRPOP",
         "SADD", "SREM", "SMEMBERS", "SISMEMBER", "SCARD", "ZADD", "ZREM", "ZRANGE", "ZRANGEBYSCORE", "ZSCORE",
         "ZCARD", "ZINCRBY", "XADD", "XREAD", "XRANGE", "PUBLISH", "EVAL", "EVALSHA", "PING", "INFO", "FLUSHDB",
-        "WATCH", "UNWATCH",
+        "WATCH", "UNWATCH", "PIPELINE",
     }
 )  # fmt: skip
 OTHER_COMMAND = "other"
-PIPELINE_OPERATION = "pipeline"
+PIPELINE_COMMAND = "PIPELINE"  # not a Redis command: a pipeline's round trip, timed as "pipeline"
 
 
 class _RedisRecorder:
@@ -428,7 +428,7 @@ def _record_pipeline(
         return
     try:
         recorder = state.recorder(client)
-        recorder.duration(PIPELINE_OPERATION, seconds, error)
+        recorder.duration(PIPELINE_COMMAND, seconds, error)
         if error is None and isinstance(replies, list):
             for command, reply in zip(stack, replies, strict=False):
                 args = command[0] if isinstance(command, tuple) else getattr(command, "args", ())
