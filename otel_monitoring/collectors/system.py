@@ -24,6 +24,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,9 @@ class CollectionCache:
         self._values: dict[str, Any] = {}
         self._failed: set[str] = set()
         self._lock = threading.Lock()
+        # A forked child may inherit the lock held by a parent thread, and the parent's readings.
+        weak_reset = weakref.WeakMethod(self.reset_after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := weak_reset()) and method())
 
     def begin(self, callback: str) -> None:
         with self._lock:
@@ -286,7 +290,6 @@ class SystemMetricsCollector:
         for group in PROCESS_GROUPS:
             if group in chosen:
                 getattr(self, f"_register_{group}")()
-        os.register_at_fork(after_in_child=self._cache.reset_after_fork)
 
     @property
     def instrument_names(self) -> list[str]:

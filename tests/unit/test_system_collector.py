@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections import Counter, namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -531,22 +534,52 @@ def test_instrumentor_installs_once_uninstruments_to_silence_and_instruments_aga
     assert tuple(instrumentor.instrumentation_dependencies()) == ("psutil >= 5.9",)
 
 
-def test_forked_child_reports_its_own_pid_not_the_parent() -> None:
+_FORK_SCRIPT = """
+import json, os, signal, sys, time
+import psutil
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from otel_monitoring.collectors.system import SystemMetricsCollector
+
+handles = []
+
+class RecordingPsutil:
+    def __getattr__(self, name):
+        return getattr(psutil, name)
+
+    def Process(self, pid=None):
+        handles.append(pid)
+        return psutil.Process(pid)
+
+reader = InMemoryMetricReader()
+SystemMetricsCollector(MeterProvider(metric_readers=[reader]), ["process"], psutil_module=RecordingPsutil())
+reader.get_metrics_data()
+pid = os.fork()
+if pid == 0:
+    reader.get_metrics_data()
+    with open(sys.argv[1], "w") as out:
+        json.dump({"handles": handles, "parent": os.getppid(), "child": os.getpid()}, out)
+    os._exit(0)
+deadline = time.monotonic() + 30
+while os.waitpid(pid, os.WNOHANG) == (0, 0):
+    if time.monotonic() > deadline:  # never leave a stuck child behind
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        sys.exit("the forked child did not finish")
+    time.sleep(0.01)
+"""
+
+
+def test_forked_child_reports_its_own_pid_not_the_parent(tmp_path: Path) -> None:
+    # In a fresh interpreter: forking the test process, with other tests' threads, could copy a held lock.
     if not hasattr(os, "fork"):
         pytest.skip("no fork")
-    fake, (reader,), _ = fake_collector(groups=("process",))
-    reader.get_metrics_data()
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            reader.get_metrics_data()
-            os.write(write_fd, str(fake.calls["Process"]).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_fd) as pipe:
-        child_process_handles = int(pipe.read())
+    result = tmp_path / "result.json"
 
-    assert child_process_handles == 2  # the child made a psutil.Process of its own
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, str(result)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(result.read_text())
+    assert outcome["handles"] == [outcome["parent"], outcome["child"]]  # the child made a psutil.Process of its own
