@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 import weakref
@@ -245,6 +246,14 @@ def _checked_operation(operation: object) -> None:
 
 _caches: weakref.WeakKeyDictionary[MetricsRegistry, dict[str, CacheMetrics]] = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
+
+
+def _reset_lock_in_child() -> None:
+    global _caches_lock
+    _caches_lock = threading.Lock()  # a fork while another thread held it would hang the child's first cache
+
+
+os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 
 def get_cache_metrics(name: str, registry: MetricsRegistry | None = None) -> CacheMetrics:

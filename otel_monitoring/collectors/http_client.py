@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -165,6 +167,7 @@ class HTTPClientRecorder:
         self._hosts: dict[str, str] = {}  # host -> host_template(host)
         self._lock = threading.Lock()
         self._failed = False
+        _live_recorders.add(self)
 
     def record(self, request: httpx.Request, status: int, error: BaseException | None, seconds: float) -> None:
         """Record one request: ``status`` 0 when no response arrived, ``error`` the exception it raised."""
@@ -221,6 +224,18 @@ class HTTPClientRecorder:
         if len(self._memo) >= _MEMO_SIZE:
             self._memo = {}  # paths with identifiers never repeat; start over rather than grow
         self._memo[key] = named
+
+
+_live_recorders: weakref.WeakSet[HTTPClientRecorder] = weakref.WeakSet()
+
+
+def _reset_locks_in_child() -> None:
+    # A worker forked (gunicorn --preload) while another thread held a recorder's lock would wait forever.
+    for recorder in list(_live_recorders):
+        recorder._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 
 class MetricsTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
