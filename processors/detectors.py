@@ -559,6 +559,29 @@ def _searcher(pattern: str) -> Callable[[str], object]:
     return re.compile(pattern).search
 
 
+# A UUID holds digit groups between dashes ("...-df32-7560-0500-...") that read as a phone, card, CPF or CNPJ.
+# It identifies a thing, never a person's number, so the digit-shape detectors look only outside UUIDs.
+_UUID = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
+
+
+def _outside_uuids(apply: Callable[[str], tuple[str, int]]) -> Callable[[str], tuple[str, int]]:
+    def apply_outside_uuids(text: str) -> tuple[str, int]:
+        if _UUID.search(text) is None:
+            return apply(text)
+        pieces: list[str] = []
+        found = 0
+        start = 0
+        for uuid in _UUID.finditer(text):
+            redacted, count = apply(text[start : uuid.start()])
+            pieces += [redacted, uuid.group()]
+            found += count
+            start = uuid.end()
+        redacted, count = apply(text[start:])
+        return "".join([*pieces, redacted]), found + count
+
+    return apply_outside_uuids
+
+
 def _build(kind: DetectorName, ip_mode: IPMode) -> _Detector:
     """One detector: the first checks it needs, its own trigger if those are not precise enough, and its body."""
     if kind == "sql":
@@ -587,18 +610,23 @@ def _build(kind: DetectorName, ip_mode: IPMode) -> _Detector:
     if kind == "cnpj":
         # Numeric CNPJs are digit runs; alphanumeric ones are recognised formatted only, by their "/XXXX-dd".
         trigger = _searcher(_DIGIT_RUN_PATTERN + r"|/[0-9A-Z]{4}-\d\d")
-        apply = _substitute(_CNPJ, _replace_cnpj)
+        apply = _outside_uuids(_substitute(_CNPJ, _replace_cnpj))
         return _Detector(
             kind, _DIGIT_RUN | _LITERAL, apply, literals=("/[0-9A-Z]{4}-",), trigger=trigger, sufficient=_DIGIT_RUN
         )
     if kind == "cpf":
-        return _Detector(kind, _DIGIT_RUN, _substitute(_CPF, _replace_cpf))
+        return _Detector(kind, _DIGIT_RUN, _outside_uuids(_substitute(_CPF, _replace_cpf)))
     if kind == "card":
-        return _Detector(kind, _DIGIT_RUN, _substitute(_CARD, _replace_card))
+        return _Detector(kind, _DIGIT_RUN, _outside_uuids(_substitute(_CARD, _replace_card)))
     if kind == "phone":
         trigger = _searcher(_DIGIT_RUN_PATTERN + r"|\+[1-9]")
         return _Detector(
-            kind, _DIGIT_RUN | _LITERAL, _redact_phones, literals=(r"\+[1-9]",), trigger=trigger, sufficient=_DIGIT_RUN
+            kind,
+            _DIGIT_RUN | _LITERAL,
+            _outside_uuids(_redact_phones),
+            literals=(r"\+[1-9]",),
+            trigger=trigger,
+            sufficient=_DIGIT_RUN,
         )
     raise ValueError(f"unknown detector {kind!r} (valid: {', '.join(DETECTION_ORDER)})")
 

@@ -591,3 +591,19 @@ def test_luhn_check_digit(body: str) -> None:
     number = luhn_complete(body)
     assert luhn_valid(number)
     assert not luhn_valid(number[:-1] + str((int(number[-1]) + 1) % 10))
+
+
+@pytest.mark.parametrize(
+    "uuid",
+    [
+        "32a7cae9-df32-7560-0500-2635f5bffffb",  # "32-7560-0500" reads as a Brazilian phone number
+        "abcdef12-3456-7890-0001-5678abcdef00",  # "2-3456-7890-0001-5678" is a Luhn-valid card number
+    ],
+)
+def test_uuids_are_never_read_as_phone_or_card_numbers_but_numbers_beside_them_are(uuid: str) -> None:
+    assert REDACTOR.redact(f"job {uuid}") == (f"job {uuid}", ())
+
+    redacted, findings = REDACTOR.redact(f"call 11 91234-5678 about {uuid}")
+
+    assert redacted == f"call <phone> about {uuid}"
+    assert findings == (("phone", 1),)
