@@ -14,6 +14,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import (
@@ -48,6 +49,9 @@ from otel_monitoring._instruments import MetricsRegistry
 from otel_monitoring.pushgateway import PushgatewayPusher, start_pushgateway
 from otel_monitoring.settings import OTLPConfig, Settings
 from processors import DEFAULT_PIPELINE, Pipeline, PipelineConfigError, ProcessorContext, build_pipeline
+
+if TYPE_CHECKING:
+    from otel_monitoring.collectors.system import SystemMetricsHandle
 
 __all__ = [
     "Telemetry",
@@ -240,6 +244,7 @@ class Telemetry:
         weak_after_fork = weakref.WeakMethod(self._after_fork_in_child)
         os.register_at_fork(after_in_child=lambda: (method := weak_after_fork()) and method())
         self.pushgateway_pusher: PushgatewayPusher | None = start_pushgateway(self) if start_exporters else None
+        self._system_metrics: SystemMetricsHandle | None = None
 
     def _after_fork_in_child(self) -> None:
         """Keep a forked worker (gunicorn ``--preload``) exporting, as a process of its own.
@@ -317,6 +322,21 @@ class Telemetry:
                 "could not serve metrics on %s:%s (%s); the app's own /metrics still works", host, port, error
             )
 
+    def start_system_metrics(self) -> None:
+        """Measure what ``settings.collectors`` asks for: system, process, container and Kubernetes resources,
+        read when a reader collects, and the network probes. Calling it again restarts what was stopped."""
+        if self._system_metrics is None:
+            from otel_monitoring.collectors.system import install_system_metrics
+
+            self._system_metrics = install_system_metrics(self.meter_provider, self.settings, registry=self.registry)
+        else:
+            self._system_metrics.restart()
+
+    def stop_system_metrics(self) -> None:
+        """Stop the probes; the system instruments stay registered but report nothing until started again."""
+        if self._system_metrics is not None:
+            self._system_metrics.stop()
+
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return bool(self.meter_provider.force_flush(timeout_millis))
 
@@ -328,6 +348,7 @@ class Telemetry:
         server = self._standalone_server
         if server is not None:
             server.shutdown()  # type: ignore[attr-defined]
+        self.stop_system_metrics()
         if self.pushgateway_pusher is not None:
             self.pushgateway_pusher.stop(final_push=True)  # before the readers stop, so it still has values
         self.meter_provider.shutdown()
@@ -349,6 +370,8 @@ def get_telemetry() -> Telemetry:
                 from otel_monitoring.metrics import default_registry
 
                 _telemetry = Telemetry(config.get_settings(), default_registry())
+                # Embedded mode: what opentelemetry-instrument's otel_monitoring_system instrumentor would start.
+                _telemetry.start_system_metrics()
     return _telemetry
 
 

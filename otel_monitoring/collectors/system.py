@@ -825,35 +825,26 @@ def install_system_metrics(
 
 class SystemMetricsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """``opentelemetry_instrumentor`` entry point ``otel_monitoring_system``: system, container and Kubernetes
-    metrics and network probes, as ``collectors.system_metrics`` and ``collectors.probe_targets`` say.
+    metrics and network probes on the process's pipeline, as ``collectors.system_metrics`` and
+    ``collectors.probe_targets`` say (:meth:`Telemetry.start_system_metrics`).
 
     Uninstrumenting stops the probes; the observable instruments stay registered (a MeterProvider cannot drop
     them) but report nothing until instrumented again.
     """
-
-    _handle: SystemMetricsHandle | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("psutil >= 5.9",)
 
     def _instrument(self, **kwargs: Any) -> None:
         try:
-            from otel_monitoring import config
             from otel_monitoring.telemetry import get_telemetry
 
-            settings = config.get_settings()
-            if not settings.collectors.system_metrics and not settings.collectors.probe_targets:
-                return
-            meter_provider = get_telemetry().meter_provider
-            handle = self._handle
-            if handle is not None and handle.meter_provider is meter_provider:
-                handle.restart()  # instruments are registered once per provider
-                return
-            self._handle = install_system_metrics(meter_provider, settings)
+            get_telemetry().start_system_metrics()
         except Exception:
             # Telemetry never breaks the host app.
             _logger.warning("could not start system metrics; the app runs without them", exc_info=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if self._handle is not None:
-            self._handle.stop()
+        from otel_monitoring.telemetry import get_telemetry
+
+        get_telemetry().stop_system_metrics()

@@ -71,7 +71,12 @@ def test_exposition_passes_promtool_check_metrics(seed_server: str) -> None:
         pytest.skip("promtool (Debian package prometheus) is not installed")
     text = httpx.get(f"{seed_server}/metrics").text
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
-    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    # Semantic-convention gauges named *.count keep their standard translation (docs/system-metrics.md); that
+    # lint is the only one allowed.
+    semconv_counts = {"process_thread_count", "process_unix_file_descriptor_count", "system_network_connection_count"}
+    unexpected = [line for line in problems if not (line.split()[0] in semconv_counts and '"_count" suffix' in line)]
+    assert (result.returncode in (0, 3), unexpected) == (True, [])
 
 
 def test_openmetrics_is_served_when_the_scraper_asks_for_it(seed_server: str) -> None:

@@ -525,7 +525,6 @@ def test_instrumentor_installs_once_uninstruments_to_silence_and_instruments_aga
         again = metric_names(reader.get_metrics_data())
     finally:
         instrumentor.uninstrument()
-        SystemMetricsInstrumentor._handle = None
         shutdown_telemetry()
 
     assert "process.memory.usage" in on
@@ -583,3 +582,25 @@ def test_forked_child_reports_its_own_pid_not_the_parent(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     outcome = json.loads(result.read_text())
     assert outcome["handles"] == [outcome["parent"], outcome["child"]]  # the child made a psutil.Process of its own
+
+
+def test_embedded_mode_pipeline_measures_the_process_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_monitoring import config
+    from otel_monitoring.exporter import render_exposition
+    from otel_monitoring.telemetry import get_telemetry
+
+    expositions = {}
+    for groups in ("process", "none"):
+        monkeypatch.setenv("OTEL_MONITORING_SYSTEM_METRICS", groups)
+        config.reload_settings()
+        try:
+            body, _ = render_exposition(get_telemetry().prometheus_registry, None, None)
+            expositions[groups] = body.decode()
+        finally:
+            shutdown_telemetry()
+    monkeypatch.delenv("OTEL_MONITORING_SYSTEM_METRICS")
+    config.reload_settings()
+
+    assert "process_memory_usage_bytes" in expositions["process"]
+    assert "system_cpu_time_seconds_total" not in expositions["process"]
+    assert "process_memory_usage_bytes" not in expositions["none"]
