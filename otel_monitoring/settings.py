@@ -49,6 +49,7 @@ from pydantic import (
 
 __all__ = [
     "CONFIG_FILE_ENV",
+    "HTTP_CLIENT_DURATION_BUCKETS",
     "MASK",
     "SYSTEM_METRIC_GROUPS",
     "AlertingConfig",
@@ -568,6 +569,10 @@ def _check_probe_targets(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+HTTP_CLIENT_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60, 120)
+"""Default ``collectors.http_client_duration_buckets``, in seconds."""
+
+
 class CollectorsConfig(_Section):
     """What is measured besides HTTP requests: system resources, database queries, caches, outgoing calls."""
 
@@ -606,6 +611,15 @@ class CollectorsConfig(_Section):
 
     http_client: Annotated[_Bool, _env("OTEL_MONITORING_HTTP_CLIENT_METRICS", valid=_BOOL_VALID)] = True
     """Duration and errors of outgoing httpx requests under ``opentelemetry-instrument``."""
+
+    http_client_duration_buckets: Annotated[
+        list[_Float],
+        BeforeValidator(_split_commas),
+        AfterValidator(_check_increasing),
+        _env("OTEL_MONITORING_HTTP_CLIENT_DURATION_BUCKETS", valid="finite numbers in strictly increasing order"),
+    ] = Field(default_factory=lambda: list(HTTP_CLIENT_DURATION_BUCKETS))
+    """Bucket boundaries of ``http.client.request.duration`` in seconds (default: the semconv advice, then 30,
+    60 and 120 s, because calls to LLM providers often take longer than the advice's last 10 s)."""
 
     redis: Annotated[_Bool, _env("OTEL_MONITORING_REDIS_METRICS", valid=_BOOL_VALID)] = True
     """Cache metrics of redis-py clients under ``opentelemetry-instrument``."""

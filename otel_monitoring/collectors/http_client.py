@@ -34,6 +34,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from otel_monitoring._instruments import HistogramFamily, MetricsRegistry
 from otel_monitoring.metrics import default_registry
+from otel_monitoring.settings import HTTP_CLIENT_DURATION_BUCKETS
 
 __all__ = [
     "DEFAULT_MAX_HOSTS",
@@ -59,9 +60,6 @@ _ATTRIBUTES = (
     "error.type",
 )
 # The semantic conventions' advice for http.client.request.duration, as on the server side.
-HTTP_CLIENT_DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
 # https://opentelemetry.io/docs/specs/semconv/registry/attributes/http/#http-request-method
 _KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -365,6 +363,7 @@ class HTTPXClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return
         registry = kwargs.get("registry") or default_registry()
         options = {key: kwargs[key] for key in ("buckets", "max_templates_per_host", "max_hosts") if key in kwargs}
+        options.setdefault("buckets", settings.collectors.http_client_duration_buckets)
         _recorder = HTTPClientRecorder(registry, **options)
         for cls, method, wrap in _TARGETS:
             if _ORIGINAL + method not in vars(cls):  # instrumenting twice never records twice

@@ -269,3 +269,16 @@ def test_property_no_identifier_survives_in_a_template(identifier: str, query: b
     path = f"/api/customers/{encoded}/invoices" + (f"?customer={encoded}" if query else "")
 
     assert url_template(path) == "/api/customers/{id}/invoices"
+
+
+def test_instrumentor_takes_duration_buckets_from_the_settings() -> None:
+    registry = MetricsRegistry()
+    settings = load_settings(environ={"OTEL_MONITORING_HTTP_CLIENT_DURATION_BUCKETS": "0.5,30,90"})
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(registry=registry, settings=settings)
+    try:
+        family = registry.get("http.client.request.duration")
+    finally:
+        instrumentor.uninstrument()
+
+    assert family is not None and family.shape()["buckets"] == (0.5, 30.0, 90.0)

@@ -146,6 +146,7 @@ def test_environment_variable_table_covers_the_seed_otel_and_own_variables() -> 
         "OTEL_MONITORING_DB_METRICS",
         "OTEL_MONITORING_DB_SLOW_QUERY_SECONDS",
         "OTEL_MONITORING_HTTP_CLIENT_METRICS",
+        "OTEL_MONITORING_HTTP_CLIENT_DURATION_BUCKETS",
         "OTEL_MONITORING_REDIS_METRICS",
         # Kubernetes downward API (deploy/kubernetes)
         "K8S_POD_NAME",
