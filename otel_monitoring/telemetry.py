@@ -8,6 +8,11 @@ endpoint, ``console``). The bridge feeds the facade's cells into every reader.
 
 from __future__ import annotations
 
+# Imported for its at-fork hook, which must be registered before any MeterProvider's: the SDK's own after-fork
+# handler (MeterProvider._handle_fork) detects the resource on a ThreadPoolExecutor, whose global lock the
+# forking thread holds until this module's hook releases it in the child. Registered later, a forked worker
+# (gunicorn --preload) would hang in its first instruction.
+import concurrent.futures.thread  # noqa: F401
 import logging
 import os
 import threading

@@ -70,6 +70,19 @@ def test_without_a_key_every_reader_uses_the_same_random_pseudonym_key() -> None
     assert in_memory["client_id"] == exposed["client_id"] != "acme-42"  # one pseudonym on /metrics and in OTLP
 
 
+def _wait_or_abort(pid: int, timeout: float) -> int:
+    """The child's exit status; a child stuck (before its own alarm could be set, e.g. in an at-fork hook) is
+    sent SIGABRT, so pytest's faulthandler, inherited through the fork, prints where it was stuck."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGABRT)
+    return os.waitpid(pid, 0)[1]
+
+
 def test_forked_child_scrapes_while_a_parent_thread_was_collecting() -> None:
     # gunicorn --preload forks workers while a periodic reader or the standalone endpoint may be collecting.
     registry = MetricsRegistry()
@@ -97,7 +110,7 @@ def test_forked_child_scrapes_while_a_parent_thread_was_collecting() -> None:
                     render_exposition(telemetry.prometheus_registry, None, None)
                 finally:
                     os._exit(0)
-            _, status = os.waitpid(pid, 0)
+            status = _wait_or_abort(pid, timeout=10)
             failed += int(os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0)
     finally:
         stop.set()
