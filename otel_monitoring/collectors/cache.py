@@ -143,6 +143,17 @@ class CacheMetrics:
         observe = self._observer(operation, "")
         cache = self
 
+        def failed(start: float, error: BaseException) -> None:
+            cache._observer(operation, type(error).__qualname__)(time.perf_counter() - start)
+
+        def succeeded(start: float, result: Any) -> Any:
+            observe(time.perf_counter() - start)
+            if result is miss:
+                miss_count()
+            else:
+                hit()
+            return result
+
         def decorate(func: _F) -> _F:
             if inspect.iscoroutinefunction(func):
 
@@ -151,14 +162,9 @@ class CacheMetrics:
                     try:
                         result = await func(*args, **kwargs)
                     except BaseException as error:
-                        cache._observer(operation, type(error).__qualname__)(time.perf_counter() - start)
+                        failed(start, error)
                         raise
-                    observe(time.perf_counter() - start)
-                    if result is miss:
-                        miss_count()
-                    else:
-                        hit()
-                    return result
+                    return succeeded(start, result)
 
                 return functools.wraps(func)(tracked_async)  # type: ignore[return-value]
 
@@ -167,14 +173,9 @@ class CacheMetrics:
                 try:
                     result = func(*args, **kwargs)
                 except BaseException as error:
-                    cache._observer(operation, type(error).__qualname__)(time.perf_counter() - start)
+                    failed(start, error)
                     raise
-                observe(time.perf_counter() - start)
-                if result is miss:
-                    miss_count()
-                else:
-                    hit()
-                return result
+                return succeeded(start, result)
 
             return functools.wraps(func)(tracked)  # type: ignore[return-value]
 

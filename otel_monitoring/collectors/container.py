@@ -22,12 +22,10 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from opentelemetry.metrics import MeterProvider, Observation
 
-from otel_monitoring import __version__
-from otel_monitoring.collectors.system import METER_NAME, CollectionCache, _ObservableSet
+from otel_monitoring.collectors.system import ObservableCollector
 from otel_monitoring.settings import KubernetesConfig
 
 __all__ = ["CgroupFiles", "ContainerMetricsCollector", "KubernetesMetricsCollector"]
@@ -205,7 +203,7 @@ class CgroupFiles:
         return None
 
 
-class ContainerMetricsCollector:
+class ContainerMetricsCollector(ObservableCollector):
     """Container CPU, throttling, memory and OOM metrics from the cgroup, registered only inside a cgroup.
 
     >>> from opentelemetry.sdk.metrics import MeterProvider
@@ -221,28 +219,13 @@ class ContainerMetricsCollector:
         proc_self_cgroup: str | os.PathLike[str] = "/proc/self/cgroup",
     ) -> None:
         self.cgroup = CgroupFiles(root, proc_self_cgroup)
-        self._cache = CollectionCache()
-        self._set = _ObservableSet(meter_provider.get_meter(METER_NAME, __version__), self._cache)
+        super().__init__(meter_provider)
         if self.cgroup.version is not None:
             self._register()
 
     @property
     def cgroup_version(self) -> int | None:
         return self.cgroup.version
-
-    @property
-    def instrument_names(self) -> list[str]:
-        return list(self._set.names)
-
-    def close(self) -> None:
-        """Stop reporting (observable instruments cannot be removed from a MeterProvider)."""
-        self._set.enabled = False
-
-    def reopen(self) -> None:
-        self._set.enabled = True
-
-    def _read(self, key: str, read: Callable[[], Any]) -> Any:
-        return self._cache.get(key, read)
 
     def _register(self) -> None:
         s = self._set
@@ -321,7 +304,7 @@ _KUBERNETES_METRICS = (
 )
 
 
-class KubernetesMetricsCollector:
+class KubernetesMetricsCollector(ObservableCollector):
     """The container's requests and limits from the downward API (``settings.kubernetes``), those that are set.
 
     The pod's identity (``k8s.pod.name``...) is on the resource (``telemetry.create_resource``), not here.
@@ -332,7 +315,7 @@ class KubernetesMetricsCollector:
     """
 
     def __init__(self, meter_provider: MeterProvider, config: KubernetesConfig) -> None:
-        self._set = _ObservableSet(meter_provider.get_meter(METER_NAME, __version__), CollectionCache())
+        super().__init__(meter_provider)
         for field, name, unit, description in _KUBERNETES_METRICS:
             value = getattr(config, field)
             if value is not None:
@@ -344,13 +327,3 @@ class KubernetesMetricsCollector:
             yield Observation(value)
 
         return produce
-
-    @property
-    def instrument_names(self) -> list[str]:
-        return list(self._set.names)
-
-    def close(self) -> None:
-        self._set.enabled = False
-
-    def reopen(self) -> None:
-        self._set.enabled = True

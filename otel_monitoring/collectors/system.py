@@ -41,6 +41,7 @@ from otel_monitoring.settings import Settings
 __all__ = [
     "PROCESS_GROUPS",
     "CollectionCache",
+    "ObservableCollector",
     "SystemMetricsCollector",
     "SystemMetricsHandle",
     "SystemMetricsInstrumentor",
@@ -230,6 +231,34 @@ class _ObservableSet:
         self.meter.create_observable_gauge(name, [self._callback(name, produce)], unit, description)
 
 
+class ObservableCollector:
+    """Base of the collectors: asynchronous instruments on one meter, each source read at most once per
+    collection, and a switch (instruments cannot be removed from a MeterProvider; switched off, they report
+    nothing)."""
+
+    def __init__(self, meter_provider: MeterProvider) -> None:
+        self._cache = CollectionCache()
+        self._set = _ObservableSet(meter_provider.get_meter(METER_NAME, __version__), self._cache)
+
+    @property
+    def instrument_names(self) -> list[str]:
+        return list(self._set.names)
+
+    @property
+    def enabled(self) -> bool:
+        return self._set.enabled
+
+    def close(self) -> None:
+        """Stop reporting."""
+        self._set.enabled = False
+
+    def reopen(self) -> None:
+        self._set.enabled = True
+
+    def _read(self, key: str, read: Callable[[], Any]) -> Any:
+        return self._cache.get(key, read)
+
+
 def _mode_seconds(times: Any, fields: tuple[str, ...]) -> float:
     return float(sum(getattr(times, name, 0.0) for name in fields))
 
@@ -242,7 +271,7 @@ class _CpuState:
     utilization: list[tuple[float, ...]] = field(default_factory=list)
 
 
-class SystemMetricsCollector:
+class SystemMetricsCollector(ObservableCollector):
     """Registers the host and process instruments of the chosen groups on ``meter_provider``.
 
     ``groups`` are among :data:`PROCESS_GROUPS` (default: all); a group that is not listed registers nothing.
@@ -274,8 +303,7 @@ class SystemMetricsCollector:
         self._procfs = Path(procfs)
         self._per_cpu = per_cpu
         self._use_netlink = use_netlink
-        self._cache = CollectionCache()
-        self._set = _ObservableSet(meter_provider.get_meter(METER_NAME, __version__), self._cache)
+        super().__init__(meter_provider)
         self._cpu = _CpuState()
         self._cpu_attributes: dict[tuple[int, str], dict[str, Any]] = {}
         self._process: Any = None
@@ -291,25 +319,7 @@ class SystemMetricsCollector:
             if group in chosen:
                 getattr(self, f"_register_{group}")()
 
-    @property
-    def instrument_names(self) -> list[str]:
-        return list(self._set.names)
-
-    @property
-    def enabled(self) -> bool:
-        return self._set.enabled
-
-    def close(self) -> None:
-        """Stop reporting: observable instruments cannot be removed from a MeterProvider, so they report nothing."""
-        self._set.enabled = False
-
-    def reopen(self) -> None:
-        self._set.enabled = True
-
     # -- sources: each read at most once per collection ------------------------------------------------
-
-    def _read(self, key: str, read: Callable[[], Any]) -> Any:
-        return self._cache.get(key, read)
 
     def _count_available_cpus(self) -> int:
         affinity = getattr(os, "sched_getaffinity", None)
