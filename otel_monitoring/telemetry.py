@@ -62,6 +62,7 @@ __all__ = [
     "Telemetry",
     "create_pipeline",
     "create_resource",
+    "current_telemetry",
     "get_telemetry",
     "pipeline_secrets",
     "set_telemetry",
@@ -329,13 +330,21 @@ class Telemetry:
 
     def start_system_metrics(self) -> None:
         """Measure what ``settings.collectors`` asks for: system, process, container and Kubernetes resources,
-        read when a reader collects, and the network probes. Calling it again restarts what was stopped."""
-        if self._system_metrics is None:
-            from otel_monitoring.collectors.system import install_system_metrics
+        read when a reader collects, and the network probes. Calling it again restarts what was stopped.
 
-            self._system_metrics = install_system_metrics(self.meter_provider, self.settings, registry=self.registry)
-        else:
-            self._system_metrics.restart()
+        Never raises: a host app runs on without system metrics, and one warning says why.
+        """
+        try:
+            if self._system_metrics is None:
+                from otel_monitoring.collectors.system import install_system_metrics
+
+                self._system_metrics = install_system_metrics(
+                    self.meter_provider, self.settings, registry=self.registry
+                )
+            else:
+                self._system_metrics.restart()
+        except Exception:
+            _logger.warning("could not start system metrics; the app runs without them", exc_info=True)
 
     def stop_system_metrics(self) -> None:
         """Stop the probes; the system instruments stay registered but report nothing until started again."""
@@ -363,6 +372,11 @@ class Telemetry:
 
 _lock = threading.Lock()
 _telemetry: Telemetry | None = None
+
+
+def current_telemetry() -> Telemetry | None:
+    """The process-wide pipeline if it was built, without building it."""
+    return _telemetry
 
 
 def get_telemetry() -> Telemetry:

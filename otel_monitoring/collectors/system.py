@@ -851,10 +851,12 @@ class SystemMetricsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             get_telemetry().start_system_metrics()
         except Exception:
-            # Telemetry never breaks the host app.
+            # Telemetry never breaks the host app (start_system_metrics never raises; building the pipeline might).
             _logger.warning("could not start system metrics; the app runs without them", exc_info=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from otel_monitoring.telemetry import get_telemetry
+        from otel_monitoring import telemetry
 
-        get_telemetry().stop_system_metrics()
+        current = telemetry.current_telemetry()
+        if current is not None:  # nothing was started without a pipeline; do not build one just to stop it
+            current.stop_system_metrics()

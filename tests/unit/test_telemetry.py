@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
 
+import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -132,3 +134,26 @@ def test_facade_records_within_the_limits_configured_for_the_cardinality_process
     finally:
         telemetry.shutdown()
     assert len(early.series()) == 5 + 1 and len(late.series()) == 50 + 1  # the limit plus one overflow series
+
+
+def test_system_metrics_that_cannot_start_leave_the_pipeline_working(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_monitoring.collectors import system
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise PermissionError("/proc is not readable here")
+
+    monkeypatch.setattr(system, "install_system_metrics", broken)
+    registry = MetricsRegistry()
+    telemetry = Telemetry(load_settings(environ=KEY), registry, start_exporters=False)
+    try:
+        with caplog.at_level(logging.WARNING):
+            telemetry.start_system_metrics()
+        registry.counter("orders_total", "Orders").inc()
+        body, _ = render_exposition(telemetry.prometheus_registry, None, None)
+    finally:
+        telemetry.shutdown()
+
+    assert "could not start system metrics" in caplog.text and "/proc is not readable here" in caplog.text
+    assert "orders_total 1.0" in body.decode()
