@@ -68,7 +68,10 @@ async def generate(generation: Generation) -> dict[str, str]:
         input_tokens=generation.input_tokens,
         output_tokens=generation.output_tokens,
         content_type="article",
+        duration=0.5,
     )
+    business.record_usage(client_id=generation.client_id, feature="article_export", units=2)
+    business.record_satisfaction(4, client_id=generation.client_id, channel="web")
     return {"status": "ok"}
 
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not Path(INSTRUMENT).exists(), reason="opentelem
 CUSTOMERS = {"acme-customer-7781": (1200, 350), "globex-customer-9902": (800, 90)}
 SECRET_NAME = "confidential-widget-5521"
 SECRET_OWNER = "owner@example.com"
+COLLECTORS = ("sqlalchemy", "httpx", "system")  # instrumentor entry points: otel_monitoring_<name>
 
 
 def samples(exposition: str, name: str, **labels: str) -> list[Sample]:
@@ -107,6 +108,10 @@ def test_tokens_are_summed_exactly_per_type(exposition: str) -> None:
     assert total(exposition, name, gen_ai_token_type="input") == 2 * sum(i for i, _ in CUSTOMERS.values())
     assert total(exposition, name, gen_ai_token_type="output") == 2 * sum(o for _, o in CUSTOMERS.values())
     assert total(exposition, "content_generations_total") == 2 * len(CUSTOMERS)
+    generations = 2 * len(CUSTOMERS)
+    assert total(exposition, "gen_ai_client_operation_duration_seconds_sum") == 0.5 * generations
+    assert total(exposition, "feature_usage_total", feature_name="article_export") == 2 * generations
+    assert total(exposition, "user_satisfaction_sum") == 4 * generations
 
 
 def test_outgoing_calls_are_measured_with_a_route_template(exposition: str) -> None:
@@ -126,12 +131,19 @@ def test_no_sql_literal_and_no_raw_customer_id_is_exported(exposition: str) -> N
         assert secret not in exposition
 
 
-def test_each_collector_can_be_turned_off(tmp_path: Path) -> None:
-    switches = {
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "otel_monitoring_sqlalchemy",
-        "OTEL_MONITORING_SYSTEM_METRICS": "none",
-        "OTEL_MONITORING_HTTP_CLIENT_METRICS": "false",
-    }
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join(f"otel_monitoring_{name}" for name in COLLECTORS)},
+        {
+            "OTEL_MONITORING_DB_METRICS": "false",
+            "OTEL_MONITORING_HTTP_CLIENT_METRICS": "false",
+            "OTEL_MONITORING_SYSTEM_METRICS": "none",
+        },
+    ],
+    ids=["disabled-instrumentations", "settings"],
+)
+def test_each_collector_can_be_turned_off(tmp_path: Path, switches: dict[str, str]) -> None:
     with serve(tmp_path, switches) as (base, metrics_url), httpx.Client(base_url=base) as client:
         item_id = client.post("/items", json={"name": "a", "owner": "b"}).json()["id"]
         assert client.get(f"/upstream/{item_id}").json() == {"status": 200}
@@ -142,3 +154,4 @@ def test_each_collector_can_be_turned_off(tmp_path: Path) -> None:
         assert samples(exposition, family) == []
     assert "system_cpu_time_seconds_total" not in exposition
     assert "process_memory_usage_bytes" not in exposition
+    assert total(exposition, "cache_operations_total", cache_operation_result="miss") == 1  # the app's own API
