@@ -633,13 +633,16 @@ _QUANTITY_FACTORS = {
 
 
 def parse_quantity(value: object) -> object:
-    """A Kubernetes resource quantity (``500m`` CPU, ``256Mi`` memory, or the downward API's plain number) as a float.
+    """A Kubernetes resource quantity (``256Mi``, ``1Gi``, or the downward API's plain number) as a float.
 
-    https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
+    https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/ . A value that is not a
+    string (an int or float from YAML or code) is returned as it is, for the field's own validation.
 
-    >>> parse_quantity("500m"), parse_quantity("256Mi"), parse_quantity("2")
-    (0.5, 268435456.0, 2.0)
+    >>> parse_quantity("256Mi"), parse_quantity("536870912"), parse_quantity("500m")
+    (268435456.0, 536870912.0, 0.5)
     """
+    if isinstance(value, bool):
+        raise ValueError("not a Kubernetes quantity")  # YAML's true/false would otherwise pass as 1.0/0.0
     if not isinstance(value, str):
         return value
     match = _QUANTITY.fullmatch(value.strip())
@@ -648,15 +651,26 @@ def parse_quantity(value: object) -> object:
     return float(match["number"]) * _QUANTITY_FACTORS[match["suffix"]]
 
 
-_Quantity = Annotated[FiniteFloat, BeforeValidator(parse_quantity), Field(ge=0)]
-_QUANTITY_VALID = "a Kubernetes quantity such as 500m, 2, 256Mi or 1Gi"
+_Bytes = Annotated[FiniteFloat, BeforeValidator(parse_quantity), Field(ge=0)]
+_BYTES_VALID = "a number of bytes, or a Kubernetes quantity such as 256Mi or 1Gi"
+_Millicores = Annotated[_Int, Field(ge=0)]
+_MILLICORES_VALID = "a whole number of millicores >= 0 (downward API with divisor: 1m)"
 
 
 class KubernetesConfig(_Section):
-    """The pod this process runs in, from the downward API environment (deploy/kubernetes sets it).
+    """The pod this process runs in, from environment variables the pod spec fills from the downward API.
+
+    Set them in the container's ``env`` (``docs/system-metrics.md`` has the snippet): the names with
+    ``fieldRef`` (``metadata.name``, ``metadata.namespace``, ``spec.nodeName``), the container's name as a
+    literal, and requests and limits with ``resourceFieldRef``. The downward API rounds a resource up to a
+    whole multiple of its ``divisor`` (default 1: a 250m CPU request would arrive as ``1``), so CPU is read in
+    millicores (``divisor: 1m``) and memory in bytes (the default divisor).
 
     The names become the resource attributes ``k8s.pod.name``, ``k8s.namespace.name``, ``k8s.node.name`` and
     ``k8s.container.name``; requests and limits become ``k8s.container.*`` metrics when given.
+
+    >>> KubernetesConfig(cpu_request_millicores=250).cpu_request_cores
+    0.25
     """
 
     pod_name: Annotated[_Text | None, _env("K8S_POD_NAME", valid=_TEXT_VALID)] = None
@@ -671,17 +685,33 @@ class KubernetesConfig(_Section):
     container_name: Annotated[_Text | None, _env("K8S_CONTAINER_NAME", valid=_TEXT_VALID)] = None
     """This container's name in the pod spec."""
 
-    cpu_request: Annotated[_Quantity | None, _env("K8S_CPU_REQUEST", valid=_QUANTITY_VALID)] = None
-    """The container's CPU request in cores (``requests.cpu``)."""
+    cpu_request_millicores: Annotated[
+        _Millicores | None, _env("K8S_CPU_REQUEST_MILLICORES", valid=_MILLICORES_VALID)
+    ] = None
+    """The container's CPU request in millicores (``requests.cpu`` with ``divisor: 1m``; 250 is a quarter core)."""
 
-    cpu_limit: Annotated[_Quantity | None, _env("K8S_CPU_LIMIT", valid=_QUANTITY_VALID)] = None
-    """The container's CPU limit in cores (``limits.cpu``)."""
+    cpu_limit_millicores: Annotated[_Millicores | None, _env("K8S_CPU_LIMIT_MILLICORES", valid=_MILLICORES_VALID)] = (
+        None
+    )
+    """The container's CPU limit in millicores (``limits.cpu`` with ``divisor: 1m``). Without a limit in the
+    spec, the downward API gives the node's allocatable CPU instead."""
 
-    memory_request: Annotated[_Quantity | None, _env("K8S_MEMORY_REQUEST", valid=_QUANTITY_VALID)] = None
-    """The container's memory request in bytes (``requests.memory``)."""
+    memory_request: Annotated[_Bytes | None, _env("K8S_MEMORY_REQUEST", valid=_BYTES_VALID)] = None
+    """The container's memory request in bytes (``requests.memory``, default divisor)."""
 
-    memory_limit: Annotated[_Quantity | None, _env("K8S_MEMORY_LIMIT", valid=_QUANTITY_VALID)] = None
-    """The container's memory limit in bytes (``limits.memory``)."""
+    memory_limit: Annotated[_Bytes | None, _env("K8S_MEMORY_LIMIT", valid=_BYTES_VALID)] = None
+    """The container's memory limit in bytes (``limits.memory``, default divisor). Without a limit in the
+    spec, the downward API gives the node's allocatable memory instead."""
+
+    @property
+    def cpu_request_cores(self) -> float | None:
+        """``cpu_request_millicores`` in cores, the unit of ``k8s.container.cpu.request.desired``."""
+        return None if self.cpu_request_millicores is None else self.cpu_request_millicores / 1000
+
+    @property
+    def cpu_limit_cores(self) -> float | None:
+        """``cpu_limit_millicores`` in cores, the unit of ``k8s.container.cpu.limit.desired``."""
+        return None if self.cpu_limit_millicores is None else self.cpu_limit_millicores / 1000
 
 
 _USERNAME_PATH = "metrics_endpoint.basic_auth_username"

@@ -294,11 +294,12 @@ class ContainerMetricsCollector(ObservableCollector):
 
 
 # Semantic-convention names for the container spec's resources (k8s.container.{cpu,memory}.{request,limit}
-# were renamed to .desired in semantic conventions 1.41; the downward API gives the spec's values).
+# were renamed to .desired in semantic conventions 1.41; the downward API gives the spec's values). CPU is
+# read in millicores (the downward API rounds up to whole multiples of its divisor) and reported in cores.
 # https://opentelemetry.io/docs/specs/semconv/system/k8s-metrics/
 _KUBERNETES_METRICS = (
-    ("cpu_request", "k8s.container.cpu.request.desired", "{cpu}", "CPU requested by the container spec."),
-    ("cpu_limit", "k8s.container.cpu.limit.desired", "{cpu}", "CPU limit of the container spec."),
+    ("cpu_request_cores", "k8s.container.cpu.request.desired", "{cpu}", "CPU requested by the container spec."),
+    ("cpu_limit_cores", "k8s.container.cpu.limit.desired", "{cpu}", "CPU limit of the container spec."),
     ("memory_request", "k8s.container.memory.request.desired", "By", "Memory requested by the container spec."),
     ("memory_limit", "k8s.container.memory.limit.desired", "By", "Memory limit of the container spec."),
 )
@@ -307,10 +308,11 @@ _KUBERNETES_METRICS = (
 class KubernetesMetricsCollector(ObservableCollector):
     """The container's requests and limits from the downward API (``settings.kubernetes``), those that are set.
 
+    CPU comes in millicores (``K8S_CPU_*_MILLICORES``) and is reported in cores; memory in bytes.
     The pod's identity (``k8s.pod.name``...) is on the resource (``telemetry.create_resource``), not here.
 
     >>> from opentelemetry.sdk.metrics import MeterProvider
-    >>> KubernetesMetricsCollector(MeterProvider(), KubernetesConfig(cpu_limit=0.5)).instrument_names
+    >>> KubernetesMetricsCollector(MeterProvider(), KubernetesConfig(cpu_limit_millicores=500)).instrument_names
     ['k8s.container.cpu.limit.desired']
     """
 

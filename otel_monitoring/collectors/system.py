@@ -16,6 +16,7 @@ https://opentelemetry.io/docs/specs/semconv/runtime/cpython-metrics/); docs/syst
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -76,6 +77,15 @@ _PSEUDO_FILESYSTEMS = frozenset(
         "ramfs", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs", "tmpfs", "tracefs",
     }
 )  # fmt: skip
+# Remote and network filesystems: statvfs on a dead server blocks (an NFS hard mount forever), and it would
+# block while the SDK holds its collect lock, stopping every export. Their space is the server's to report.
+_REMOTE_FILESYSTEMS = frozenset(
+    {
+        "9p", "afs", "beegfs", "ceph", "cifs", "coda", "davfs", "fuse.ceph-fuse", "fuse.gcsfuse",
+        "fuse.glusterfs", "fuse.juicefs", "fuse.rclone", "fuse.s3fs", "fuse.sshfs", "gfs2", "glusterfs", "gpfs",
+        "lustre", "ncpfs", "nfs", "nfs4", "ocfs2", "orangefs", "smb3", "smbfs", "sshfs",
+    }
+)  # fmt: skip
 # Block devices that are not disks.
 _SKIPPED_DISK_PREFIXES = ("loop", "ram")
 
@@ -106,6 +116,9 @@ _NLM_F_REQUEST_DUMP = 0x301
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _INET_DIAG_REQ_V2 = struct.Struct("=BBBBI48x")  # family, protocol, extensions, pad, state mask, socket id (any)
+# Errors meaning sock_diag will never work in this process (no such protocol, a sandbox forbids it); any other
+# failure (a full receive buffer, an interrupted dump) is worth trying again at the next collection.
+_NETLINK_UNAVAILABLE = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EACCES, errno.EPERM})
 
 
 def _tcp_states_by_netlink() -> Iterator[int]:
@@ -276,7 +289,8 @@ class SystemMetricsCollector(ObservableCollector):
 
     ``groups`` are among :data:`PROCESS_GROUPS` (default: all); a group that is not listed registers nothing.
     ``psutil_module``, ``clock`` (wall-clock seconds) and ``procfs`` are injectable for tests; TCP states come
-    from sock_diag (netlink) unless ``use_netlink`` is false, then from ``procfs``/net/tcp, then from psutil.
+    from sock_diag (netlink) unless ``use_netlink`` is false, then from ``procfs``/net/tcp, then from psutil;
+    ``netlink_reader`` (the kernel state number of every TCP socket) replaces the sock_diag query in tests.
     ``per_cpu`` adds ``cpu.logical_number`` to the CPU metrics (the semantic conventions make it opt-in;
     it multiplies the CPU series by the number of CPUs).
 
@@ -297,12 +311,16 @@ class SystemMetricsCollector(ObservableCollector):
         procfs: str | os.PathLike[str] = "/proc",
         per_cpu: bool = True,
         use_netlink: bool = True,
+        netlink_reader: Callable[[], Iterable[int]] | None = None,
     ) -> None:
         self._psutil = psutil if psutil_module is None else psutil_module
         self._clock = clock
         self._procfs = Path(procfs)
         self._per_cpu = per_cpu
-        self._use_netlink = use_netlink
+        if netlink_reader is None and hasattr(socket, "AF_NETLINK"):
+            netlink_reader = _tcp_states_by_netlink
+        self._netlink_reader = netlink_reader
+        self._use_netlink = use_netlink and netlink_reader is not None
         super().__init__(meter_provider)
         self._cpu = _CpuState()
         self._cpu_attributes: dict[tuple[int, str], dict[str, Any]] = {}
@@ -490,7 +508,8 @@ class SystemMetricsCollector(ObservableCollector):
             result = []
             seen: set[str] = set()
             for partition in self._psutil.disk_partitions(all=True):
-                if partition.fstype in _PSEUDO_FILESYSTEMS or partition.device in seen:
+                fstype = partition.fstype
+                if fstype in _PSEUDO_FILESYSTEMS or fstype in _REMOTE_FILESYSTEMS or partition.device in seen:
                     continue
                 # One series per device: bind mounts (a container's /etc/hosts) show the same filesystem again.
                 seen.add(partition.device)
@@ -609,15 +628,20 @@ class SystemMetricsCollector(ObservableCollector):
 
     def _count_tcp_states(self) -> dict[str, int]:
         counts = dict.fromkeys(_TCP_STATES, 0)
-        if self._use_netlink and hasattr(socket, "AF_NETLINK"):
+        if self._use_netlink and self._netlink_reader is not None:
             try:
-                for state in _tcp_states_by_netlink():
+                for state in self._netlink_reader():
                     name = _TCP_STATES_BY_NUMBER.get(state)
                     if name is not None:
                         counts[name] += 1
                 return counts
-            except OSError:
-                self._use_netlink = False  # no sock_diag here (old kernel, sandbox): read /proc from now on
+            except OSError as error:
+                if error.errno in _NETLINK_UNAVAILABLE:
+                    # /proc/net/tcp costs milliseconds per read, but sock_diag will not come back in this process.
+                    self._use_netlink = False
+                    _logger.info("sock_diag is unavailable (%s): counting TCP states from /proc from now on", error)
+                else:
+                    _logger.debug("sock_diag failed (%s): counting TCP states from /proc this time", error)
                 counts = dict.fromkeys(_TCP_STATES, 0)
         tables = [self._procfs / "net" / "tcp", self._procfs / "net" / "tcp6"]
         if not any(table.exists() for table in tables):

@@ -216,21 +216,26 @@ def test_closed_container_collector_reports_nothing() -> None:
     assert single_values(reader.get_metrics_data()) == {}
 
 
-def test_kubernetes_requests_and_limits_from_the_downward_api_are_reported_when_given() -> None:
-    environ = {"K8S_CPU_REQUEST": "250m", "K8S_CPU_LIMIT": "2", "K8S_MEMORY_LIMIT": "512Mi"}
-    settings = load_settings(environ=environ)
+def test_kubernetes_requests_and_limits_from_the_downward_api_are_reported_in_cores_and_bytes() -> None:
+    # What resourceFieldRef emits for requests.cpu 250m and limits.cpu 2 (divisor 1m) and limits.memory
+    # 512Mi (default divisor 1): whole numbers of the divisor, never "250m" or "512Mi".
+    request_millicores, limit_millicores, memory_limit_bytes = 250, 2000, 512 * 2**20
+    environ = {
+        "K8S_CPU_REQUEST_MILLICORES": str(request_millicores),
+        "K8S_CPU_LIMIT_MILLICORES": str(limit_millicores),
+        "K8S_MEMORY_LIMIT": str(memory_limit_bytes),
+    }
+    settings = load_settings(environ=environ, strict=True)
     reader = InMemoryMetricReader()
 
     KubernetesMetricsCollector(MeterProvider(metric_readers=[reader]), settings.kubernetes)
     values = single_values(reader.get_metrics_data())
 
     assert values == {
-        "k8s.container.cpu.request.desired": settings.kubernetes.cpu_request,
-        "k8s.container.cpu.limit.desired": settings.kubernetes.cpu_limit,
-        "k8s.container.memory.limit.desired": settings.kubernetes.memory_limit,
+        "k8s.container.cpu.request.desired": pytest.approx(request_millicores / 1000),
+        "k8s.container.cpu.limit.desired": pytest.approx(limit_millicores / 1000),
+        "k8s.container.memory.limit.desired": memory_limit_bytes,
     }
-    assert values["k8s.container.cpu.request.desired"] == pytest.approx(0.25)
-    assert values["k8s.container.memory.limit.desired"] == 512 * 2**20
 
 
 def test_kubernetes_without_requests_or_limits_registers_nothing() -> None:

@@ -148,13 +148,13 @@ def test_environment_variable_table_covers_the_seed_otel_and_own_variables() -> 
         "OTEL_MONITORING_HTTP_CLIENT_METRICS",
         "OTEL_MONITORING_HTTP_CLIENT_DURATION_BUCKETS",
         "OTEL_MONITORING_REDIS_METRICS",
-        # Kubernetes downward API (deploy/kubernetes)
+        # Kubernetes downward API (the pod spec's env, docs/system-metrics.md)
         "K8S_POD_NAME",
         "K8S_NAMESPACE_NAME",
         "K8S_NODE_NAME",
         "K8S_CONTAINER_NAME",
-        "K8S_CPU_REQUEST",
-        "K8S_CPU_LIMIT",
+        "K8S_CPU_REQUEST_MILLICORES",
+        "K8S_CPU_LIMIT_MILLICORES",
         "K8S_MEMORY_REQUEST",
         "K8S_MEMORY_LIMIT",
     }
@@ -776,14 +776,53 @@ def test_passwords_inside_urls_are_masked_in_rendering_and_errors() -> None:
     assert "S3CRETPW" not in str(raised.value) and "ftp://u:" in str(raised.value)
 
 
+# What resourceFieldRef really emits: the resource divided by the divisor, rounded up to a whole number.
+# requests.cpu 250m with divisor 1m -> "250"; limits.cpu 2 with divisor 1m -> "2000"; memory 256Mi with the
+# default divisor 1 -> "268435456".
+def test_reads_cpu_in_millicores_and_memory_in_bytes_as_the_downward_api_emits_them() -> None:
+    environ = {
+        "K8S_CPU_REQUEST_MILLICORES": "250",
+        "K8S_CPU_LIMIT_MILLICORES": "2000",
+        "K8S_MEMORY_REQUEST": str(256 * 2**20),
+        "K8S_MEMORY_LIMIT": str(2**30),
+    }
+
+    kubernetes = load_settings(environ=environ, strict=True).kubernetes
+
+    assert (kubernetes.cpu_request_millicores, kubernetes.cpu_limit_millicores) == (250, 2000)
+    assert (kubernetes.cpu_request_cores, kubernetes.cpu_limit_cores) == (0.25, 2.0)
+    assert (kubernetes.memory_request, kubernetes.memory_limit) == (256 * 2**20, 2**30)
+
+
+def test_unset_cpu_gives_no_cores() -> None:
+    kubernetes = load_settings(environ={"K8S_CPU_LIMIT_MILLICORES": "500"}).kubernetes
+
+    assert (kubernetes.cpu_request_cores, kubernetes.cpu_limit_cores) == (None, 0.5)
+
+
+@pytest.mark.parametrize("given", ["250m", "0.5", "-1", "true"])
+def test_cpu_millicores_must_be_a_whole_number_naming_the_divisor(given: str) -> None:
+    expected = rf"K8S_CPU_REQUEST_MILLICORES: must be a whole number of millicores >= 0 .*divisor: 1m.*'{given}'"
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(environ={"K8S_CPU_REQUEST_MILLICORES": given}, strict=True)
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("500m", 0.5), ("2", 2.0), ("1.5", 1.5), ("256Mi", 256 * 2**20), ("1Gi", 2**30), ("1G", 1e9), ("4k", 4000.0)],
+    [("268435456", 268435456.0), ("256Mi", 256 * 2**20), ("1Gi", 2**30), ("1G", 1e9), ("4k", 4000.0)],
 )
-def test_reads_kubernetes_quantities_from_the_downward_api(given: str, expected: float) -> None:
-    settings = load_settings(environ={"K8S_CPU_LIMIT": given})
+def test_reads_memory_as_bytes_or_a_kubernetes_quantity(given: str, expected: float) -> None:
+    settings = load_settings(environ={"K8S_MEMORY_LIMIT": given}, strict=True)
 
-    assert settings.kubernetes.cpu_limit == expected
+    assert settings.kubernetes.memory_limit == expected
+
+
+def test_memory_from_code_or_yaml_may_be_a_plain_int_but_not_a_boolean() -> None:
+    settings = load_settings(overrides={"kubernetes": {"memory_request": 536870912}}, strict=True)
+    assert settings.kubernetes.memory_request == 536870912
+
+    with pytest.raises(SettingsError, match=r"kubernetes.memory_request \(from code\): must be a number of bytes"):
+        load_settings(overrides={"kubernetes": {"memory_request": True}}, strict=True)
 
 
 def test_system_metric_groups_none_turns_them_off_and_unknown_groups_are_refused() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -307,6 +308,31 @@ def test_filesystems_skip_pseudo_filesystems_and_bind_mounts_and_report_used_fre
     assert utilization["/data"] == pytest.approx(fake.usages["/data"].used / fake.usages["/data"].total)
 
 
+@pytest.mark.parametrize("fstype", ["nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "9p", "ceph", "glusterfs"])
+def test_filesystems_never_stat_remote_mounts_whose_server_may_hang(fstype: str) -> None:
+    fake = FakePsutil()
+    fake.partitions.append(Partition("server:/export", "/mnt/shared", fstype, "rw"))
+    stat_calls: list[str] = []
+    local_usage = fake.disk_usage
+
+    def disk_usage(path: str) -> Usage:
+        stat_calls.append(path)
+        if path == "/mnt/shared":
+            raise AssertionError("statvfs on a remote filesystem would block on a dead server")
+        return local_usage(path)
+
+    fake.disk_usage = disk_usage  # type: ignore[method-assign]
+    reader = InMemoryMetricReader()
+    SystemMetricsCollector(MeterProvider(metric_readers=[reader]), ["filesystem"], psutil_module=fake)
+
+    mountpoints = {
+        a["system.filesystem.mountpoint"] for a, _ in points(reader.get_metrics_data(), "system.filesystem.limit")
+    }
+
+    assert mountpoints == {"/", "/data"}
+    assert "/mnt/shared" not in stat_calls and stat_calls
+
+
 def test_disk_io_by_device_and_direction_in_bytes_operations_and_seconds() -> None:
     fake, (reader,), _ = fake_collector(groups=("disk",))
     data = reader.get_metrics_data()
@@ -364,6 +390,60 @@ def test_tcp_connections_fall_back_to_psutil_without_procfs() -> None:
     counts = {a["network.connection.state"]: v for a, v in points_}
     assert (counts["established"], counts["listen"]) == (2, 1)
     assert all(a["network.transport"] == "tcp" for a, _ in points_)
+
+
+def proc_net_tcp(procfs: Path, states: list[str]) -> Path:
+    (procfs / "net").mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    lines = [f"   {i}: 0100007F:1F90 00000000:0000 {state} 00000000:00000000 00:00000000 00000000  1000 0 1 1"
+             for i, state in enumerate(states)]  # fmt: skip
+    (procfs / "net" / "tcp").write_text(header + "\n".join(lines) + "\n")
+    (procfs / "net" / "tcp6").write_text(header)
+    return procfs
+
+
+class FlakyNetlink:
+    """A sock_diag query that fails with ``failures`` in turn, then reports ``states``; counts its calls."""
+
+    def __init__(self, failures: list[OSError], states: list[int]) -> None:
+        self.failures = failures
+        self.states = states
+        self.calls = 0
+
+    def __call__(self) -> Iterator[int]:
+        self.calls += 1
+        yield self.states[0]  # a failure can come after some records: they must not be counted twice
+        if self.failures:
+            raise self.failures.pop(0)
+        yield from self.states[1:]
+
+
+def established_and_listening(reader: InMemoryMetricReader) -> tuple[float, float]:
+    counts = {
+        a["network.connection.state"]: v
+        for a, v in points(reader.get_metrics_data(), "system.network.connection.count")
+    }
+    return counts["established"], counts["listen"]
+
+
+def test_a_transient_netlink_failure_reads_proc_once_and_netlink_again_next_time(tmp_path: Path) -> None:
+    procfs = proc_net_tcp(tmp_path, ["01", "0A", "0A"])  # 1 established, 2 listening
+    netlink = FlakyNetlink([OSError(errno.ENOBUFS, "No buffer space available")], [1, 1, 1, 10])
+    _, (reader,), _ = fake_collector(groups=("tcp",), procfs=procfs, use_netlink=True, netlink_reader=netlink)
+
+    assert established_and_listening(reader) == (1, 2)  # from /proc/net/tcp
+    assert established_and_listening(reader) == (3, 1)  # from netlink again
+    assert netlink.calls == 2
+
+
+@pytest.mark.parametrize("code", [errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EACCES, errno.EPERM])
+def test_netlink_that_is_not_supported_or_permitted_is_never_tried_again(tmp_path: Path, code: int) -> None:
+    procfs = proc_net_tcp(tmp_path, ["01", "0A", "0A"])
+    netlink = FlakyNetlink([OSError(code, os.strerror(code))], [1, 1, 1, 10])
+    _, (reader,), _ = fake_collector(groups=("tcp",), procfs=procfs, use_netlink=True, netlink_reader=netlink)
+
+    assert [established_and_listening(reader) for _ in range(3)] == [(1, 2)] * 3
+    assert netlink.calls == 1
 
 
 def test_tcp_connections_counted_over_netlink_see_real_sockets() -> None:
