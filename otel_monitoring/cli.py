@@ -106,8 +106,46 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.requests > 0 else 1
 
 
+def _add_collector_command(subparsers: _Subparsers) -> None:
+    collector = subparsers.add_parser(
+        "collector",
+        help="the collector sidecar's configuration",
+        description="The collector sidecar (docs/sidecar-config.md). Only checking a config exists so far.",
+    )
+    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True)
+    validate = actions.add_parser(
+        "validate",
+        help="check a sidecar config file without starting anything",
+        description="Load a sidecar config file as the sidecar would (${env:VAR} expanded, every reference "
+        "checked) and print a one-line summary; exit 2 with one line naming the key if it is wrong.",
+    )
+    # Its own dest: the top-level --config is the settings file, this one the sidecar's config.
+    validate.add_argument(
+        "--config", dest="collector_config", metavar="FILE", required=True, help="sidecar config file (YAML)"
+    )
+    validate.set_defaults(func=_collector_validate)
+
+
+def _collector_validate(args: argparse.Namespace) -> int:
+    from otel_monitoring.sidecar.config import CollectorConfigError, load_collector_config
+
+    try:
+        collector = load_collector_config(args.collector_config, environ=getattr(args, "environ", None))
+    except CollectorConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in collector.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    print(f"{args.collector_config}: valid ({collector.summary()})")
+    return 0
+
+
 # One entry per command, in the order `--help` lists them.
-_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_config_command, _add_demo_command)
+_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    _add_collector_command,
+    _add_config_command,
+    _add_demo_command,
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
