@@ -283,7 +283,9 @@ _READ_ONE = "read_one"  # reply is the value or None
 _READ_MANY = "read_many"  # reply is a list with None for every missing key or field
 _READ_HASH = "read_hash"  # reply is a dict, empty when the key is missing
 _READ_DELETE = "read_delete"  # GETDEL: a hit also removes the key
-_WRITE_ONE = "write_one"  # reply is truthy when the value was written (SET NX/XX may not write)
+_WRITE_ONE = "write_one"  # reply is truthy when the value was written (SETNX, HSETNX may not write)
+_WRITE_ALWAYS = "write_always"  # GETSET: always writes; its reply is the old value, nil for a new key
+_WRITE_SET = "write_set"  # SET: written unless a condition (NX, XX, IFEQ ...) held it back; see _set_wrote
 _WRITE_PAIRS = "write_pairs"  # MSET key value [key value ...]: one set per key
 _WRITE_PAIRS_ALL_OR_NONE = "write_pairs_all"  # MSETNX: all keys or none
 _WRITE_FIELDS = "write_fields"  # HSET key field value [field value ...]: one set per field
@@ -293,7 +295,7 @@ _TIMED_ONLY = ""
 _COMMANDS: dict[str, str] = {
     "GET": _READ_ONE, "GETEX": _READ_ONE, "HGET": _READ_ONE, "GETDEL": _READ_DELETE,
     "MGET": _READ_MANY, "HMGET": _READ_MANY, "HGETALL": _READ_HASH,
-    "SET": _WRITE_ONE, "SETEX": _WRITE_ONE, "PSETEX": _WRITE_ONE, "SETNX": _WRITE_ONE, "GETSET": _WRITE_ONE,
+    "SET": _WRITE_SET, "SETEX": _WRITE_ONE, "PSETEX": _WRITE_ONE, "SETNX": _WRITE_ONE, "GETSET": _WRITE_ALWAYS,
     "HSETNX": _WRITE_ONE, "MSET": _WRITE_PAIRS, "MSETNX": _WRITE_PAIRS_ALL_OR_NONE,
     "HSET": _WRITE_FIELDS, "HMSET": _WRITE_FIELDS,
     "DEL": _DELETE_COUNT, "UNLINK": _DELETE_COUNT, "HDEL": _DELETE_COUNT,
@@ -311,6 +313,62 @@ _TIMED_COMMANDS = frozenset(_COMMANDS) | frozenset(
 )  # fmt: skip
 OTHER_COMMAND = "other"
 PIPELINE_COMMAND = "PIPELINE"  # not a Redis command: a pipeline's round trip, timed as "pipeline"
+
+# SET options (https://redis.io/docs/latest/commands/set/): those followed by an argument, and the conditions.
+_SET_OPTIONS_WITH_ARGUMENT = frozenset({"EX", "PX", "EXAT", "PXAT", "IFEQ", "IFNE", "IFDEQ", "IFDNE"})
+_SET_CONDITIONS = frozenset({"NX", "XX", "IFEQ", "IFNE", "IFDEQ", "IFDNE"})
+
+
+def _token(arg: Any) -> str:
+    if isinstance(arg, bytes):
+        return arg.decode("ascii", "replace").upper()
+    return arg.upper() if isinstance(arg, str) else ""
+
+
+def _as_bytes(value: Any) -> bytes:
+    """A value as redis-py puts it on the wire, to compare a reply with an IFEQ/IFNE argument."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
+def _set_wrote(args: Sequence[Any], reply: Any) -> bool:
+    """Whether ``SET key value [options]`` wrote, from its options and its reply.
+
+    Without ``GET`` the reply is ``OK`` (redis-py: ``True``) when it wrote and nil when a condition held it back.
+    With ``GET`` the reply is the old value (nil for a new key) and the write happened unconditionally, or as
+    the condition says: ``NX`` wrote when there was no old value, ``XX`` when there was one, ``IFEQ`` when the
+    old value equals the argument, ``IFNE`` when it does not. ``IFDEQ`` / ``IFDNE`` compare a digest of the old
+    value, which the reply cannot tell: counted as not written.
+    """
+    condition, compared, get = "", None, False
+    index, end = 3, len(args)
+    while index < end:
+        option = _token(args[index])
+        if option == "GET":
+            get = True
+        elif option in _SET_CONDITIONS:
+            condition = option
+            if option in _SET_OPTIONS_WITH_ARGUMENT and index + 1 < end:
+                compared = args[index + 1]
+        if option in _SET_OPTIONS_WITH_ARGUMENT:
+            index += 1  # skip the option's argument: a comparison value may itself read "GET"
+        index += 1
+    if not get:
+        return bool(reply)
+    if not condition:
+        return True
+    if condition == "NX":
+        return reply is None
+    if condition == "XX":
+        return reply is not None
+    if condition == "IFEQ":
+        return reply is not None and _as_bytes(reply) == _as_bytes(compared)
+    if condition == "IFNE":
+        return reply is None or _as_bytes(reply) != _as_bytes(compared)
+    return False
 
 
 class _RedisRecorder:
@@ -361,6 +419,11 @@ class _RedisRecorder:
                 cache.evict()
         elif kind == _WRITE_ONE:
             if reply:
+                cache.set()
+        elif kind == _WRITE_ALWAYS:
+            cache.set()
+        elif kind == _WRITE_SET:
+            if _set_wrote(args, reply):
                 cache.set()
         elif kind == _WRITE_PAIRS:
             cache.set(max(0, (len(args) - 1) // 2))

@@ -5,13 +5,15 @@ https://opentelemetry.io/docs/specs/semconv/http/http-metrics/#metric-httpclient
 Attributes: ``http.request.method``, ``server.address``, ``server.port``, ``url.scheme``,
 ``http.response.status_code``, ``error.type`` (the exception's class name when no response came back, the
 status code as a string for 4xx and 5xx responses, as the conventions ask of clients) and ``url.template``,
-derived from the path: segments that look like identifiers become ``{id}`` and the query string is dropped,
-so ``/v1/customers/cus_8f3k2j9/invoices?limit=10`` is recorded as ``/v1/customers/{id}/invoices``.
+derived from the path: segments that look like identifiers, and any segment after a collection of people or
+accounts (``users``, ``customers``, ``tenants`` ...), become ``{id}`` and the query string is dropped, so
+``/v1/customers/cus_8f3k2j9/invoices?limit=10`` is recorded as ``/v1/customers/{id}/invoices``.
 
 Requests are measured at the transport (``httpx.HTTPTransport.handle_request`` and
 ``httpx.AsyncHTTPTransport.handle_async_request``): every request that goes on the network is one
 measurement, including each redirect hop and each retry of a retrying wrapper transport, as the conventions
-count them; the duration ends when the response headers arrive (the body is read by the caller).
+count them; the duration ends when the response headers arrive (the body is read by the caller). A request
+whose extensions carry ``UNMEASURED`` (the library's own network probes) is passed through unrecorded.
 
 >>> HTTPXClientInstrumentor().instrument()       # opentelemetry-instrument does this
 >>> client = httpx.Client(transport=MetricsTransport(httpx.HTTPTransport()))  # or measure one client
@@ -42,6 +44,7 @@ __all__ = [
     "HTTP_CLIENT_DURATION_BUCKETS",
     "HTTP_CLIENT_REQUEST_DURATION",
     "OVERFLOW_VALUE",
+    "UNMEASURED",
     "HTTPClientRecorder",
     "HTTPXClientInstrumentor",
     "MetricsTransport",
@@ -50,6 +53,13 @@ __all__ = [
 ]
 
 HTTP_CLIENT_REQUEST_DURATION = "http.client.request.duration"
+UNMEASURED = "otel_monitoring.unmeasured"
+"""Request extension key: a request that carries it with a true value is not measured. httpx hands extensions
+down to httpcore, which reads only the keys it knows (``timeout``, ``trace``, ``sni_hostname`` ...), and copies
+them onto redirect hops, so every hop of such a request stays unmeasured.
+
+>>> client.get("http://db:8080/health", extensions={UNMEASURED: True})   # a health check, not an upstream call
+"""
 _ATTRIBUTES = (
     "http.request.method",
     "server.address",
@@ -80,6 +90,16 @@ _DIGIT = re.compile(r"[0-9]")
 _LOWER_THEN_UPPER = re.compile(r"[a-z][A-Z]")
 # Longer segments are data (tokens, slugs, encoded blobs) far more often than route words.
 _MAX_WORD = 40
+# Collections whose members are people, accounts or organisations: the segment after one is a name or a handle
+# (``/users/john.smith``, ``/customers/maria-silva``) whatever it looks like, so it always becomes {id}.
+_PERSONAL_COLLECTIONS = frozenset(
+    {
+        "users", "user", "customers", "customer", "clients", "client", "accounts", "account", "tenants", "tenant",
+        "members", "member", "people", "person", "persons", "profiles", "profile", "employees", "employee",
+        "patients", "patient", "contacts", "contact", "subscribers", "subscriber", "orgs", "org",
+        "organizations", "organization", "organisations", "organisation",
+    }
+)  # fmt: skip
 
 _logger = logging.getLogger(__name__)
 
@@ -116,8 +136,14 @@ def host_template(host: str) -> str:
 def url_template(path: str) -> str:
     """A low-cardinality template of a URL path: identifier-like segments become ``{id}``, the query goes.
 
+    The segment after a collection of people or accounts (``users``, ``customers``, ``accounts``, ``tenants``,
+    ``members``, ``orgs`` ... and their singulars) becomes ``{id}`` whatever it looks like, because names and
+    handles (``john.smith``) look like route words.
+
     >>> url_template("/v1/users/42/orders/0b9f1c4e-5d1a-4c8e-9f7a-2b3c4d5e6f70?expand=items")
     '/v1/users/{id}/orders/{id}'
+    >>> url_template("/customers/maria-silva/orders")
+    '/customers/{id}/orders'
     >>> url_template("/v1/files/file-9x82kd7:download")
     '/v1/files/{id}:download'
     """
@@ -125,13 +151,21 @@ def url_template(path: str) -> str:
     if not path or path == "/":
         return "/"
     segments = path.split("/")
+    after_person = False  # the previous segment, as kept in the template, names a collection of people
     for index, segment in enumerate(segments):
         if not segment:
+            after_person = False
             continue
         if ":" in segment:  # Google-style custom methods: keep the verb, template the resource
-            segments[index] = ":".join(ID_PLACEHOLDER if _is_identifier(part) else part for part in segment.split(":"))
-        elif _is_identifier(segment):
+            parts = segment.split(":")
+            segments[index] = ":".join(
+                ID_PLACEHOLDER if (after_person and position == 0) or _is_identifier(part) else part
+                for position, part in enumerate(parts)
+            )
+        elif after_person or _is_identifier(segment):
             segments[index] = ID_PLACEHOLDER
+        # Judged on the kept value: in /users/users/orders the middle "users" is a name, so "orders" stays.
+        after_person = segments[index].lower() in _PERSONAL_COLLECTIONS
     template = "/".join(segments)
     return template if template.startswith("/") else "/" + template
 
@@ -254,7 +288,7 @@ class MetricsTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return _recorder is not None and getattr(getattr(type(self._transport), method, None), _WRAPPED, False)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self._measured_below("handle_request"):
+        if request.extensions.get(UNMEASURED) or self._measured_below("handle_request"):
             response: httpx.Response = self._transport.handle_request(request)
             return response
         recorder = self._recorder
@@ -268,7 +302,7 @@ class MetricsTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._measured_below("handle_async_request"):
+        if request.extensions.get(UNMEASURED) or self._measured_below("handle_async_request"):
             response: httpx.Response = await self._transport.handle_async_request(request)
             return response
         recorder = self._recorder
@@ -297,7 +331,7 @@ def _wrap_sync(original: Callable[..., httpx.Response]) -> Callable[..., httpx.R
     @functools.wraps(original)
     def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
         recorder = _recorder
-        if recorder is None:
+        if recorder is None or request.extensions.get(UNMEASURED):
             return original(self, request)
         start = recorder.clock()
         try:
@@ -316,7 +350,7 @@ def _wrap_async(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def handle_async_request(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
         recorder = _recorder
-        if recorder is None:
+        if recorder is None or request.extensions.get(UNMEASURED):
             response: httpx.Response = await original(self, request)
             return response
         start = recorder.clock()

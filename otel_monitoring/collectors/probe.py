@@ -13,6 +13,8 @@ next collection reads like any other metric.
 A TCP probe's time includes name resolution and the three-way handshake; an HTTP probe's includes both
 plus TLS and the server's time to its first response line (a new connection each time, no keep-alive,
 redirects not followed). Any HTTP answer below 500 counts as reachable (401 from an API without a key is).
+HTTP probes carry the ``UNMEASURED`` request extension, so the httpx collector does not count them as the
+application's outgoing calls in ``http.client.request.duration``.
 
 Fork safety: a thread does not survive ``fork()``. A probe that was running restarts its thread in the
 forked child, as the SDK's periodic reader does, so every worker of a pre-forking server keeps measuring.
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from otel_monitoring._instruments import MetricsRegistry
+from otel_monitoring.collectors.http_client import UNMEASURED
 from otel_monitoring.metrics import default_registry
 
 __all__ = ["PROBE_BUCKETS", "NetworkProbe", "ProbeTarget"]
@@ -48,6 +51,9 @@ _logger = logging.getLogger(__name__)
 PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ATTRIBUTES = ("probe.target", "server.address", "server.port", "network.transport", "url.scheme")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HEADERS = {"User-Agent": "otel-monitoring-probe"}
+# A probe is not one of the application's upstream calls: keep it out of http.client.request.duration.
+_EXTENSIONS = {UNMEASURED: True}
 
 Connect = Callable[[tuple[str, int], float], socket.socket]
 
@@ -214,7 +220,7 @@ class NetworkProbe:
     def _probe_http(self, target: ProbeTarget) -> float | str:
         client = self._client()
         started = self._clock()
-        with client.stream("GET", target.url, headers={"User-Agent": "otel-monitoring-probe"}) as response:
+        with client.stream("GET", target.url, headers=_HEADERS, extensions=_EXTENSIONS) as response:
             elapsed = self._clock() - started  # headers received; the body is never read
             status: Any = response.status_code
         return str(status) if status >= 500 else elapsed

@@ -209,3 +209,28 @@ def test_setting_off_and_uninstrument_leave_redis_untouched(redis_port: int) -> 
     assert patched is not original
     assert redis.Redis.execute_command is original
     assert results(registry) == {}
+
+
+def test_writes_that_reply_with_the_old_value_count_a_set_even_on_a_new_key(
+    registry: MetricsRegistry, redis_port: int
+) -> None:
+    client = redis.Redis(port=redis_port)
+    wrote = []
+    assert client.getset("g:new", "1") is None  # a new key: nil reply, written all the same
+    wrote.append(client.get("g:new") == b"1")
+    assert client.set("s:new", "1", get=True) is None
+    wrote.append(client.get("s:new") == b"1")
+    assert client.set("s:new", "2", get=True) == b"1"
+    wrote.append(client.get("s:new") == b"2")
+    assert client.set("nx:new", "1", nx=True, get=True) is None  # NX GET on a new key writes
+    wrote.append(client.get("nx:new") == b"1")
+    assert client.set("nx:new", "2", nx=True, get=True) == b"1"  # ... and on an existing key does not
+    held_back = [client.get("nx:new") == b"1"]
+    assert client.set("xx:new", "1", xx=True, get=True) is None  # XX GET on a new key does not write
+    held_back.append(client.get("xx:new") is None)
+    assert client.set("nx:new", "3", xx=True, get=True) == b"1"  # ... and over an old value does
+    wrote.append(client.get("nx:new") == b"3")
+    client.close()
+
+    assert all(wrote) and all(held_back)  # what the server did, read back
+    assert results(registry)["set"] == len(wrote)

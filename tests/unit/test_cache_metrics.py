@@ -10,7 +10,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_monitoring import metrics
-from otel_monitoring.collectors.cache import CACHE_DURATION_BUCKETS
+from otel_monitoring.collectors.cache import CACHE_DURATION_BUCKETS, _command_name, _RedisRecorder
 from otel_monitoring.exporter import render_exposition
 from otel_monitoring.metrics import MetricsRegistry
 from otel_monitoring.settings import load_settings
@@ -209,3 +209,44 @@ def test_exposition_carries_the_labels_the_hit_ratio_query_uses() -> None:
     assert [(s.labels["cache_name"], s.labels["cache_operation_name"], s.value) for s in counts] == [
         ("sessions", "get", 1.0)
     ]
+
+
+# Replies as redis-py returns them: True / None for SET without GET, the old value (or None) with GET.
+@pytest.mark.parametrize(
+    ("args", "reply", "wrote"),
+    [
+        (("SET", "k", "v"), True, True),
+        (("SET", "k", "v", "NX"), None, False),  # NX on an existing key
+        (("SET", "k", "v", "XX", "EX", 30), True, True),
+        (("SET", "k", "v", "GET"), None, True),  # a new key: nil old value, written all the same
+        (("SET", "k", "v", "GET"), b"old", True),
+        (("SET", "k", "v", "EX", 30, "GET"), None, True),
+        ((b"SET", b"k", b"v", b"get"), None, True),  # raw execute_command, any case
+        (("SET", "k", "v", "NX", "GET"), None, True),  # NX GET: written when there was no old value
+        (("SET", "k", "v", "NX", "GET"), b"old", False),
+        (("SET", "k", "v", "XX", "GET"), None, False),  # XX GET: written only over an old value
+        (("SET", "k", "v", "XX", "GET"), b"old", True),
+        (("SET", "k", "v", "IFEQ", "old", "GET"), "old", True),
+        (("SET", "k", "v", "IFEQ", "old", "GET"), "other", False),
+        (("SET", "k", "v", "IFEQ", 7, "GET"), b"7", True),
+        (("SET", "k", "v", "IFNE", "old", "GET"), None, True),
+        (("SET", "k", "v", "IFNE", "old", "GET"), b"old", False),
+        (("SET", "k", "v", "IFEQ", "GET"), None, False),  # "GET" here is IFEQ's comparison value, not the option
+        (("SET", "k", "v", "IFDEQ", "abc", "GET"), b"old", False),  # a digest the reply cannot tell
+        (("GETSET", "k", "v"), None, True),  # always writes; the reply is the old value
+        (("GETSET", "k", "v"), b"old", True),
+        (("SETNX", "k", "v"), False, False),
+        (("SETNX", "k", "v"), True, True),
+        (("SETEX", "k", 30, "v"), True, True),
+    ],
+)
+def test_redis_write_replies_count_a_set_only_when_the_value_was_written(
+    args: tuple[Any, ...], reply: Any, wrote: bool
+) -> None:
+    registry = MetricsRegistry()
+    recorder = _RedisRecorder(metrics.cache("redis", registry=registry))
+
+    recorder.results(_command_name(args), args, reply)
+
+    assert operations(registry)[("redis", "set")] == (1 if wrote else 0)
+    assert sum(operations(registry).values()) == (1 if wrote else 0)  # a write is never a hit or a miss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import string
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from otel_monitoring.collectors.http_client import (
     OVERFLOW_VALUE,
+    UNMEASURED,
     HTTPClientRecorder,
     HTTPXClientInstrumentor,
     MetricsTransport,
@@ -220,6 +222,31 @@ def test_metrics_transport_wraps_async_transports(server: str) -> None:
     assert [(series["template"], series["count"]) for series in recorded(own)] == [("/users/{id}", 1)]
 
 
+def test_requests_marked_unmeasured_are_passed_through_and_not_recorded(registry: MetricsRegistry, server: str) -> None:
+    own = MetricsRegistry()
+    wrapped = MetricsTransport(httpx.AsyncHTTPTransport(), recorder=HTTPClientRecorder(own))
+    skip = {UNMEASURED: True}
+
+    async def fetch_async() -> list[int]:
+        async with (
+            httpx.AsyncClient(base_url=server) as plain,
+            httpx.AsyncClient(base_url=server, transport=wrapped) as measured,
+        ):
+            first = await plain.get("/users/1", extensions=skip)
+            second = await measured.get("/users/2", extensions=skip)
+        return [first.status_code, second.status_code]
+
+    with httpx.Client(base_url=server, follow_redirects=True) as client:
+        statuses = [client.get("/status/204", extensions=skip).status_code]
+        statuses.append(client.get("/redirect", extensions=skip).status_code)  # both hops carry the key
+        statuses += asyncio.run(fetch_async())
+        client.get("/users/3")  # an ordinary request is still measured
+
+    assert statuses == [204, 200, 200, 200]
+    assert [(series["template"], series["count"]) for series in recorded(registry)] == [("/users/{id}", 1)]
+    assert recorded(own) == []
+
+
 def test_a_recording_failure_is_logged_once_and_never_raised(caplog: pytest.LogCaptureFixture) -> None:
     recorder = HTTPClientRecorder(MetricsRegistry())
     not_a_request: Any = object()
@@ -241,6 +268,14 @@ def test_a_recording_failure_is_logged_once_and_never_raised(caplog: pytest.LogC
         ("/v1/files/file-9x82kd7:download", "/v1/files/{id}:download"),
         ("/users/ana%40example.com/", "/users/{id}/"),
         ("/search/caf%C3%A9", "/search/{id}"),
+        ("/v1/users/john.smith/profile", "/v1/users/{id}/profile"),
+        ("/customers/maria-silva/orders", "/customers/{id}/orders"),
+        ("/api/Accounts/acme/invoices/2024", "/api/Accounts/{id}/invoices/{id}"),
+        ("/orgs/openai/members/alice", "/orgs/{id}/members/{id}"),
+        ("/tenant/globex/people/bob:disable", "/tenant/{id}/people/{id}:disable"),
+        ("/users/users/orders", "/users/{id}/orders"),  # a user named "users" does not hide the next segment
+        ("/users/", "/users/"),
+        ("/v1/models/claude", "/v1/models/claude"),  # not a collection of people: kept
         ("", "/"),
     ],
 )
@@ -269,6 +304,30 @@ def test_property_no_identifier_survives_in_a_template(identifier: str, query: b
     path = f"/api/customers/{encoded}/invoices" + (f"?customer={encoded}" if query else "")
 
     assert url_template(path) == "/api/customers/{id}/invoices"
+
+
+PERSONAL_COLLECTIONS = [
+    "users", "user", "customers", "customer", "clients", "client", "accounts", "account", "tenants", "tenant",
+    "members", "member", "people", "person", "profiles", "profile", "employees", "employee", "patients",
+    "patient", "contacts", "contact", "subscribers", "subscriber", "orgs", "org", "organizations", "organization",
+]  # fmt: skip
+names = st.one_of(
+    st.text(string.ascii_letters, min_size=1, max_size=30),  # alice, JohnSmith
+    st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=12), min_size=2, max_size=4).flatmap(
+        lambda words: st.sampled_from(".-_").map(lambda separator: separator.join(words))  # john.smith, maria-silva
+    ),
+    st.text(st.characters(categories=["L"]), min_size=1, max_size=20).map(lambda name: quote(name, safe="")),
+)
+
+
+@given(noun=st.sampled_from(PERSONAL_COLLECTIONS), capitalised=st.booleans(), name=names, rest=st.booleans())
+def test_property_names_after_a_collection_of_people_never_appear(
+    noun: str, capitalised: bool, name: str, rest: bool
+) -> None:
+    noun = noun.capitalize() if capitalised else noun
+    path = f"/v1/{noun}/{name}" + ("/orders?page=2" if rest else "")
+
+    assert url_template(path) == f"/v1/{noun}/{{id}}" + ("/orders" if rest else "")
 
 
 def test_instrumentor_takes_duration_buckets_from_the_settings() -> None:

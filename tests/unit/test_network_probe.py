@@ -8,10 +8,23 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
+from otel_monitoring.collectors.http_client import HTTPXClientInstrumentor
 from otel_monitoring.collectors.probe import NetworkProbe, ProbeTarget
 from otel_monitoring.metrics import MetricsRegistry
+from otel_monitoring.settings import load_settings
+
+
+def outgoing_calls(registry: MetricsRegistry) -> int:
+    family = registry.get("http.client.request.duration")
+    if family is None:
+        return 0
+    calls = 0
+    for series in family.series():
+        calls += sum(series.cell.snapshot()[0])  # type: ignore[union-attr]
+    return calls
 
 
 def durations(registry: MetricsRegistry) -> dict[tuple[Any, ...], int]:
@@ -124,6 +137,28 @@ def test_http_probe_records_time_to_response_headers(http_server: str) -> None:
     port = int(http_server.rsplit(":", 1)[1])
     assert isinstance(result["api"], float) and result["api"] > 0
     assert durations(registry) == {("api", "127.0.0.1", port, "tcp", "http"): 1}
+
+
+def test_http_probes_are_not_counted_as_the_apps_outgoing_calls(http_server: str) -> None:
+    registry = MetricsRegistry()
+    HTTPXClientInstrumentor().instrument(registry=registry, settings=load_settings(environ={}))
+    try:
+        targets = {"api": f"{http_server}/health", "down": f"{http_server}/down"}
+        probe = NetworkProbe(targets, interval=30, timeout=2, registry=registry)
+        try:
+            rounds = [probe.probe_once() for _ in range(3)]
+        finally:
+            probe.stop()
+        after_probes = outgoing_calls(registry)
+        assert httpx.get(f"{http_server}/health").status_code == 200  # an ordinary request of the app
+        after_app_call = outgoing_calls(registry)
+    finally:
+        HTTPXClientInstrumentor().uninstrument()
+
+    assert [sorted(result) for result in rounds] == [["api", "down"]] * 3
+    assert all(isinstance(result["api"], float) and result["down"] == "503" for result in rounds)
+    assert after_probes == 0
+    assert after_app_call == 1
 
 
 def test_http_5xx_answer_is_a_failure_with_the_status_code(http_server: str) -> None:
