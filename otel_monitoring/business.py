@@ -15,12 +15,14 @@ customers, generations without the customer and the satisfaction mean. Customer 
 given and replaced by keyed pseudonyms by the sanitize processor before any exporter sees them.
 
 Every call goes through the fast recording facade (a few µs, see ``docs/business-api.md``), with its
-metric families declared once per registry on first use. Bad input raises ``ValueError`` before anything
-is recorded, so a refused call leaves every metric as it was.
+metric families declared once per registry on first use. Telemetry never breaks the host application: a
+call with bad input (``input_tokens=None`` from a streamed response without usage) records nothing, leaves
+every metric as it was, and logs one warning per function and argument naming the value and what is valid.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import weakref
@@ -62,6 +64,8 @@ __all__ = [
     "record_satisfaction",
     "record_usage",
 ]
+
+_logger = logging.getLogger(__name__)
 
 # --- Names ---------------------------------------------------------------------------------------------------
 # GenAI semantic conventions, client metrics:
@@ -190,8 +194,28 @@ def _families(registry: MetricsRegistry | None) -> _Families:
 # --- Checks: all of them run before anything is recorded ----------------------------------------------------------
 
 
-def _bad(function: str, argument: str, wanted: str, value: object) -> ValueError:
-    return ValueError(f"{function}: {argument} must be {wanted} (got {value!r})")
+class _Refused(Exception):
+    """Bad input to a public function: caught there, logged once per (function, argument), nothing recorded."""
+
+    def __init__(self, function: str, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.key = (function, argument)
+
+
+# (function, argument) pairs already warned about: a caller that sends one bad value usually sends it on every
+# call (a streaming path without usage), and one line says it all. Adding to a set is atomic under the GIL;
+# two threads racing on the first refusal may both log, which is harmless.
+_warned: set[tuple[str, str]] = set()
+
+
+def _refuse(refused: _Refused) -> None:
+    if refused.key not in _warned:
+        _warned.add(refused.key)
+        _logger.warning("%s; the call recorded nothing (later problems with this argument are not logged)", refused)
+
+
+def _bad(function: str, argument: str, wanted: str, value: object) -> _Refused:
+    return _Refused(function, argument, f"{function}: {argument} must be {wanted} (got {value!r})")
 
 
 def _tokens(function: str, argument: str, value: object) -> int:
@@ -226,7 +250,10 @@ def _customer(function: str, value: object) -> str:
         return _ABSENT
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise _bad(function, "client_id", "a string, an int or None", value)
+    # The type only: a customer id is pseudonymized before any exporter sees it, and a log is an export.
+    raise _Refused(
+        function, "client_id", f"{function}: client_id must be a string, an int or None (got a {type(value).__name__})"
+    )
 
 
 # --- API ------------------------------------------------------------------------------------------------------
@@ -266,41 +293,48 @@ def record_generation(
     ...     content_type="article", duration=2.4, cached_input_tokens=1000,
     ... )
 
-    Raises ``ValueError`` naming the argument, before recording anything, for a negative or non-whole token
-    count, cache counts above ``input_tokens``, a negative or non-finite ``cost`` or ``duration``, or an
-    empty name.
+    Records nothing and logs one warning naming the argument (once per argument) for a missing, negative or
+    non-whole token count, cache counts above ``input_tokens``, a negative or non-finite ``cost`` or
+    ``duration``, or an empty name.
     """
-    # Hot path: every check is a type test and a comparison, and each family lookup one tuple hash.
+    # Hot path: every check is a type test and a comparison, and each family lookup one tuple hash. The try
+    # costs nothing until a check fails (zero-cost exception handling since Python 3.11).
     function = "record_generation"
-    customer = client_id if type(client_id) is str else _customer(function, client_id)
-    if type(model) is not str or not model:
-        model = _name(function, "model", model)
-    if type(provider) is not str or not provider:
-        provider = _name(function, "provider", provider)
-    if type(content_type) is not str or not content_type:
-        content_type = _name(function, "content_type", content_type)
-    if type(status) is not str or not status:
-        status = _name(function, "status", status)
-    if type(operation) is not str or not operation:
-        operation = _name(function, "operation", operation)
-    if response_model is None:
-        response_model = _ABSENT
-    elif type(response_model) is not str:
-        raise _bad(function, "response_model", "a string or None", response_model)
-    input_tokens = _tokens(function, "input_tokens", input_tokens)
-    output_tokens = _tokens(function, "output_tokens", output_tokens)
-    cached = _tokens(function, "cached_input_tokens", cached_input_tokens) if cached_input_tokens else 0
-    written = _tokens(function, "cache_write_tokens", cache_write_tokens) if cache_write_tokens else 0
-    uncached = input_tokens - cached - written
-    if uncached < 0:
-        raise ValueError(
-            f"{function}: cached_input_tokens + cache_write_tokens ({cached} + {written}) must not exceed "
-            f"input_tokens ({input_tokens}), which counts every prompt token"
-        )
-    if duration is not None:
-        duration = _amount(function, "duration", duration, "a finite number of seconds >= 0")
-    if cost is not None:
-        cost = _amount(function, "cost", cost, "a finite amount of USD >= 0")
+    try:
+        customer = client_id if type(client_id) is str else _customer(function, client_id)
+        if type(model) is not str or not model:
+            model = _name(function, "model", model)
+        if type(provider) is not str or not provider:
+            provider = _name(function, "provider", provider)
+        if type(content_type) is not str or not content_type:
+            content_type = _name(function, "content_type", content_type)
+        if type(status) is not str or not status:
+            status = _name(function, "status", status)
+        if type(operation) is not str or not operation:
+            operation = _name(function, "operation", operation)
+        if response_model is None:
+            response_model = _ABSENT
+        elif type(response_model) is not str:
+            raise _bad(function, "response_model", "a string or None", response_model)
+        input_tokens = _tokens(function, "input_tokens", input_tokens)
+        output_tokens = _tokens(function, "output_tokens", output_tokens)
+        cached = _tokens(function, "cached_input_tokens", cached_input_tokens) if cached_input_tokens else 0
+        written = _tokens(function, "cache_write_tokens", cache_write_tokens) if cache_write_tokens else 0
+        uncached = input_tokens - cached - written
+        if uncached < 0:
+            raise _Refused(
+                function,
+                "cached_input_tokens + cache_write_tokens",
+                f"{function}: cached_input_tokens + cache_write_tokens ({cached} + {written}) must not exceed "
+                f"input_tokens ({input_tokens}), which counts every prompt token",
+            )
+        if duration is not None:
+            duration = _amount(function, "duration", duration, "a finite number of seconds >= 0")
+        if cost is not None:
+            cost = _amount(function, "cost", cost, "a finite amount of USD >= 0")
+    except _Refused as refused:
+        _refuse(refused)
+        return
 
     families = _default if registry is None and _default is not None else _families(registry)
     usage = families.token_usage
@@ -334,13 +368,18 @@ def record_usage(
     >>> record_usage(client_id="acme-42", feature="transcription_minutes", units=12.5)
 
     ``feature`` becomes the attribute ``feature.name``: name features, never put ids or free text in it.
-    Raises ``ValueError`` for an empty ``feature`` or a negative or non-finite ``units``.
+    Records nothing and logs one warning (once per argument) for an empty ``feature`` or a negative or
+    non-finite ``units``.
     """
     function = "record_usage"
-    customer = client_id if type(client_id) is str else _customer(function, client_id)
-    if type(feature) is not str or not feature:
-        feature = _name(function, "feature", feature)
-    units = _amount(function, "units", units, "a finite number >= 0")
+    try:
+        customer = client_id if type(client_id) is str else _customer(function, client_id)
+        if type(feature) is not str or not feature:
+            feature = _name(function, "feature", feature)
+        units = _amount(function, "units", units, "a finite number >= 0")
+    except _Refused as refused:
+        _refuse(refused)
+        return
     families = _default if registry is None and _default is not None else _families(registry)
     families.usage.labels(feature, customer).inc(units)
 
@@ -365,28 +404,37 @@ def record_satisfaction(
     >>> record_satisfaction(5, client_id="acme-42", channel="email")
     >>> record_satisfaction(9, channel="in_app", scale="nps")
 
-    Raises ``ValueError`` naming the score and the scale for a score outside it, and for an unknown scale.
+    Records nothing and logs one warning naming the score and the scale (once per argument) for a score
+    outside its scale, and for an unknown scale.
     """
     function = "record_satisfaction"
-    bounds = _SCALES.get(scale)
-    if bounds is None:
-        raise ValueError(f"{function}: unknown scale {scale!r} (valid: {', '.join(sorted(_SCALES))})")
-    lowest, highest, whole = bounds
-    if (
-        isinstance(score, bool)
-        or not isinstance(score, numbers.Real)
-        or not lowest <= score <= highest  # also refuses NaN
-        or (whole and score != math.floor(score))
-    ):
-        kind = "a whole number" if whole else "a number"
-        raise ValueError(
-            f"{function}: score {score!r} is outside the {scale!r} scale ({kind} from {lowest} to {highest})"
-        )
-    customer = client_id if type(client_id) is str else _customer(function, client_id)
-    if channel is None:
-        channel = _ABSENT
-    elif type(channel) is not str:
-        raise _bad(function, "channel", "a string or None", channel)
+    try:
+        bounds = _SCALES.get(scale)
+        if bounds is None:
+            raise _Refused(
+                function, "scale", f"{function}: unknown scale {scale!r} (valid: {', '.join(sorted(_SCALES))})"
+            )
+        lowest, highest, whole = bounds
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, numbers.Real)
+            or not lowest <= score <= highest  # also refuses NaN
+            or (whole and score != math.floor(score))
+        ):
+            kind = "a whole number" if whole else "a number"
+            raise _Refused(
+                function,
+                "score",
+                f"{function}: score {score!r} is outside the {scale!r} scale ({kind} from {lowest} to {highest})",
+            )
+        customer = client_id if type(client_id) is str else _customer(function, client_id)
+        if channel is None:
+            channel = _ABSENT
+        elif type(channel) is not str:
+            raise _bad(function, "channel", "a string or None", channel)
+    except _Refused as refused:
+        _refuse(refused)
+        return
     families = _default if registry is None and _default is not None else _families(registry)
     family = families.nps if scale == NPS_SCALE else families.satisfaction
     family.labels(channel, customer).observe(float(score))

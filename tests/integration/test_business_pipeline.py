@@ -1,4 +1,5 @@
-"""A real service records business metrics with the API; /metrics shows exact tokens, the table's cost, no raw ids.
+"""A real service records business metrics with the API; /metrics shows exact tokens, the table's cost, no raw ids;
+a call without token usage (a streamed response that reported none) still answers and records nothing.
 
 The app below is served by uvicorn in a subprocess (``tests.integration.test_business_pipeline:app``) and
 records into the process-wide registry, as an application does, through the default pipeline.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from typing import Any
 
 import httpx
 import pytest
@@ -27,12 +29,15 @@ CUSTOMERS = ("acme-corp-4711", "globex-0815")
 
 async def generate(request: Request) -> PlainTextResponse:
     query = request.query_params
+    # A streamed LLM response may end without usage: the app passes None, as real code does.
+    input_tokens: Any = int(query["input"]) if "input" in query else None
+    output_tokens: Any = int(query["output"]) if "output" in query else None
     business.record_generation(
         client_id=query["client"],
         model=MODEL,
         provider=PROVIDER,
-        input_tokens=int(query["input"]),
-        output_tokens=int(query["output"]),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
         content_type="article",
         duration=float(query["seconds"]),
     )
@@ -71,6 +76,8 @@ def test_service_exports_exact_tokens_table_cost_and_no_raw_customer_id() -> Non
             assert client.get("/generate", params=params).status_code == 200
         for score in scores:
             assert client.get("/feedback", params={"client": CUSTOMERS[0], "score": score}).status_code == 200
+        for _ in range(3):  # no usage: the request still succeeds, and nothing below counts it
+            assert client.get("/generate", params={"client": CUSTOMERS[1], "seconds": 0.3}).status_code == 200
         first = client.get("/metrics").text
         second = client.get("/metrics").text  # a second scrape must not count anything again
 

@@ -1,4 +1,5 @@
-"""The business API: what it records, with which attributes, what it refuses, and what leaves the process."""
+"""The business API: what it records, with which attributes, what it refuses (with one warning, never an
+exception into the host app), and what leaves the process."""
 
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def token_attributes(token_type: str, customer: str = CUSTOMER, **extra: str) ->
             **extra,
         }.items()
     )
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first refusal of every argument, whatever ran before it."""
+    monkeypatch.setattr(business, "_warned", set())
+
+
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == business.__name__ and r.levelname == "WARNING"]
 
 
 def snapshot(registry: MetricsRegistry) -> dict[str, Any]:
@@ -244,28 +255,72 @@ def test_a_missing_customer_leaves_the_attribute_out() -> None:
         ("status", ""),
     ],
 )
-def test_refuses_bad_input_naming_the_argument_and_keeps_what_was_recorded(argument: str, value: Any) -> None:
+def test_refuses_bad_input_with_one_warning_naming_the_argument_and_keeps_what_was_recorded(
+    argument: str, value: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = MetricsRegistry()
     generation(registry, duration=1.0, cost=0.1)
     before = snapshot(registry)
 
-    with pytest.raises(ValueError, match=rf"record_generation: {argument} must be .*\(got {re.escape(repr(value))}\)"):
-        generation(registry, **{"duration": 1.0, "cost": 0.1, argument: value})
+    generation(registry, **{"duration": 1.0, "cost": 0.1, argument: value})  # no exception into the host app
 
     assert snapshot(registry) == before
+    [warning] = warnings_logged(caplog)
+    assert re.match(rf"record_generation: {argument} must be .*\(got {re.escape(repr(value))}\); ", warning)
+    assert "recorded nothing" in warning
 
 
-def test_refuses_cache_counts_above_the_prompt_tokens() -> None:
+def test_a_streamed_response_without_usage_records_nothing_and_warns_once_per_argument(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = MetricsRegistry()
+    generation(registry)
+    before = snapshot(registry)
+
+    for _ in range(3):
+        generation(registry, input_tokens=None, output_tokens=None)
+    generation(registry, output_tokens=None)
+
+    assert snapshot(registry) == before
+    assert warnings_logged(caplog) == [
+        "record_generation: input_tokens must be a whole number of tokens >= 0 (got None); "
+        "the call recorded nothing (later problems with this argument are not logged)",
+        "record_generation: output_tokens must be a whole number of tokens >= 0 (got None); "
+        "the call recorded nothing (later problems with this argument are not logged)",
+    ]
+
+
+def test_a_good_call_after_a_refused_one_records_as_usual(caplog: pytest.LogCaptureFixture) -> None:
+    registry = MetricsRegistry()
+    generation(registry, input_tokens=None)
+    generation(registry, input_tokens=70)
+
+    assert histograms(registry, TOKEN_USAGE_METRIC)[token_attributes("input")].snapshot()[1] == 70
+    assert len(warnings_logged(caplog)) == 1
+
+
+def test_a_bad_customer_id_is_logged_by_type_never_by_value(caplog: pytest.LogCaptureFixture) -> None:
+    registry = MetricsRegistry()
+    secret_customer = b"acme-corp-4711"
+
+    generation(registry, client_id=secret_customer)
+
+    assert snapshot(registry) == {}
+    [warning] = warnings_logged(caplog)
+    assert "client_id must be a string, an int or None (got a bytes)" in warning
+    assert "acme" not in warning
+
+
+def test_refuses_cache_counts_above_the_prompt_tokens(caplog: pytest.LogCaptureFixture) -> None:
     registry = MetricsRegistry()
     generation(registry, input_tokens=100, cached_input_tokens=80, cache_write_tokens=20)
     before = snapshot(registry)
 
-    with pytest.raises(
-        ValueError, match=r"cached_input_tokens \+ cache_write_tokens \(80 \+ 30\).*input_tokens \(100\)"
-    ):
-        generation(registry, input_tokens=100, cached_input_tokens=80, cache_write_tokens=30)
+    generation(registry, input_tokens=100, cached_input_tokens=80, cache_write_tokens=30)
 
     assert snapshot(registry) == before
+    [warning] = warnings_logged(caplog)
+    assert re.search(r"cached_input_tokens \+ cache_write_tokens \(80 \+ 30\).*input_tokens \(100\)", warning)
 
 
 def test_families_are_declared_once_per_registry() -> None:
@@ -311,16 +366,19 @@ def test_counts_feature_units_by_feature_and_customer() -> None:
 
 
 @pytest.mark.parametrize(("argument", "value"), [("units", -1), ("units", math.nan), ("feature", "")])
-def test_usage_refuses_bad_input_naming_the_argument(argument: str, value: Any) -> None:
+def test_usage_refuses_bad_input_with_a_warning_naming_the_argument(
+    argument: str, value: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = MetricsRegistry()
     business.record_usage(client_id=CUSTOMER, feature="pdf_export", registry=registry)
     before = snapshot(registry)
     arguments: dict[str, Any] = {"client_id": CUSTOMER, "feature": "pdf_export", argument: value}
 
-    with pytest.raises(ValueError, match=rf"record_usage: {argument} must be"):
-        business.record_usage(**arguments, registry=registry)
+    business.record_usage(**arguments, registry=registry)
 
     assert snapshot(registry) == before
+    [warning] = warnings_logged(caplog)
+    assert warning.startswith(f"record_usage: {argument} must be ") and f"(got {value!r})" in warning
 
 
 # --- record_satisfaction ----------------------------------------------------------------------------------------
@@ -355,21 +413,28 @@ def test_scores_go_to_the_histogram_of_their_scale() -> None:
         (7.5, "nps", "a whole number from 0 to 10"),
     ],
 )
-def test_refuses_a_score_outside_its_scale_naming_both(score: float, scale: str, described: str) -> None:
+def test_refuses_a_score_outside_its_scale_naming_both(
+    score: float, scale: str, described: str, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = MetricsRegistry()
     business.record_satisfaction(3, registry=registry)
     before = snapshot(registry)
 
-    expected = f"record_satisfaction: score {score!r} is outside the {scale!r} scale ({described})"
-    with pytest.raises(ValueError, match=re.escape(expected)):
-        business.record_satisfaction(score, scale=scale, registry=registry)
+    business.record_satisfaction(score, scale=scale, registry=registry)
 
     assert snapshot(registry) == before
+    [warning] = warnings_logged(caplog)
+    assert warning.startswith(f"record_satisfaction: score {score!r} is outside the {scale!r} scale ({described})")
 
 
-def test_refuses_an_unknown_scale_listing_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown scale 'stars' \(valid: csat, nps\)"):
-        business.record_satisfaction(3, scale="stars", registry=MetricsRegistry())
+def test_refuses_an_unknown_scale_listing_the_valid_ones(caplog: pytest.LogCaptureFixture) -> None:
+    registry = MetricsRegistry()
+
+    business.record_satisfaction(3, scale="stars", registry=registry)
+
+    assert snapshot(registry) == {}
+    [warning] = warnings_logged(caplog)
+    assert warning.startswith("record_satisfaction: unknown scale 'stars' (valid: csat, nps);")
 
 
 # --- Through the default pipeline -------------------------------------------------------------------------------
