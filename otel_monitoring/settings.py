@@ -69,6 +69,7 @@ __all__ = [
     "apply_overrides",
     "load_settings",
     "parse_quantity",
+    "process_environment",
     "render_settings",
 ]
 
@@ -1005,6 +1006,12 @@ def _env_entries(environ: Mapping[str, str]) -> list[_Entry]:
 
 
 _DEFAULTS: dict[str, Any] = {path: leaf.default for path, leaf in _LEAVES.items()}
+
+
+def process_environment() -> Mapping[str, str]:
+    """The process's environment variables, for the modules that expand ``${env:VAR}`` in their own files (the
+    sidecar's config); every other reading of the environment happens here."""
+    return os.environ
 
 
 def load_settings(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from processors.component import Processor, ProcessorContext, ProcessorFactory
 
 __all__ = [
+    "COMPONENT_ID_PATTERN",
     "DEFAULT_PIPELINE",
     "Pipeline",
     "PipelineConfigError",
@@ -39,7 +40,8 @@ _MODULES = {
     "cardinality": "processors.cardinality",
     "sanitize": "processors.sanitize",
 }
-_COMPONENT_ID = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)(?:/(?P<name>[A-Za-z0-9_.\-]+))?$")
+# A component id, as in the OpenTelemetry Collector: ``type[/name]``.
+COMPONENT_ID_PATTERN = re.compile(r"^(?P<type>[a-z][a-z0-9_]*)(?:/(?P<name>[A-Za-z0-9_.\-]+))?$")
 
 
 class PipelineConfigError(ValueError):
@@ -58,7 +60,7 @@ def factories() -> dict[str, ProcessorFactory[Any]]:
 
 def parse_component_id(component_id: str, key: str) -> tuple[str, str]:
     """``type[/name]`` -> (type, name); the type must be registered."""
-    match = _COMPONENT_ID.match(component_id) if isinstance(component_id, str) else None
+    match = COMPONENT_ID_PATTERN.match(component_id) if isinstance(component_id, str) else None
     if match is None:
         raise PipelineConfigError(f"{key}: {component_id!r} is not a component id of the form type[/name]")
     type_name = match.group("type")

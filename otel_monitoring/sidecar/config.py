@@ -55,9 +55,10 @@ from pydantic import (
     model_validator,
 )
 
+from otel_monitoring.settings import process_environment
 from processors.business import load_price_table
 from processors.component import ComponentConfig
-from processors.pipeline import _COMPONENT_ID, factories
+from processors.pipeline import COMPONENT_ID_PATTERN, factories
 
 __all__ = [
     "COMPONENT_TYPES",
@@ -788,7 +789,7 @@ def component_type(component_id: str) -> str:
 
 def _parse_id(component_id: object, key: str, section: str) -> str:
     # The grammar of processors.pipeline.parse_component_id, for every component kind.
-    match = _COMPONENT_ID.match(component_id) if isinstance(component_id, str) else None
+    match = COMPONENT_ID_PATTERN.match(component_id) if isinstance(component_id, str) else None
     if match is None:
         raise CollectorConfigError(key, f"{component_id!r} is not a component id of the form type[/name]")
     type_name = match.group("type")
@@ -916,7 +917,7 @@ class ServiceConfig(_Model):
         if not isinstance(value, Mapping):
             return value
         for pipeline_id in value:
-            match = _COMPONENT_ID.match(pipeline_id) if isinstance(pipeline_id, str) else None
+            match = COMPONENT_ID_PATTERN.match(pipeline_id) if isinstance(pipeline_id, str) else None
             key = f"service.pipelines.{pipeline_id}"
             if match is None:
                 raise CollectorConfigError(key, f"{pipeline_id!r} is not a pipeline id of the form metrics[/name]")
@@ -1173,7 +1174,7 @@ def _blocks(config: BaseModel, path: str) -> Iterator[tuple[str, BaseModel]]:
 
 def _check_reference(key: str, component_id: str, section: str, defined: Mapping[str, Any]) -> None:
     kind = _KIND[section]
-    match = _COMPONENT_ID.match(component_id) if isinstance(component_id, str) else None
+    match = COMPONENT_ID_PATTERN.match(component_id) if isinstance(component_id, str) else None
     if match is None or match.group("type") not in COMPONENT_TYPES[section]:
         valid = ", ".join(COMPONENT_TYPES[section])
         raise CollectorConfigError(key, f"unknown {kind} {component_id!r} (valid: {valid})")
@@ -1256,8 +1257,8 @@ def load_collector_config(
     """Load a sidecar config file, or the embedded default when ``path`` is None.
 
     A file is the whole config, as for the Collector: it must have ``service.pipelines``, and a section it
-    leaves out is empty. ``environ`` (default ``os.environ``) supplies ``${env:VAR}`` values. Any problem raises
-    :class:`CollectorConfigError` with one line naming the key; warnings are in ``config.warnings``.
+    leaves out is empty. ``environ`` (default the process's environment) supplies ``${env:VAR}`` values. Any
+    problem raises :class:`CollectorConfigError` with one line naming the key; warnings are in ``config.warnings``.
 
     >>> load_collector_config(None) == CollectorConfig()
     True
@@ -1273,7 +1274,7 @@ def load_collector_config(
     if "service" not in document:
         raise CollectorConfigError("service", "required (a config file must define service.pipelines)")
     # The environment is read only for ${env:...} references, the Collector's way of passing secrets.
-    env: Mapping[str, str] = os.environ if environ is None else environ
+    env: Mapping[str, str] = process_environment() if environ is None else environ
     expanded = expand_env(dict(document), env)
     for section in _KIND:
         expanded.setdefault(section, {})
