@@ -10,13 +10,14 @@ https://opentelemetry.io/docs/specs/semconv/database/database-metrics/
 - ``db.client.connection.count`` (by ``db.client.connection.state`` idle|used) and
   ``db.client.connection.max`` (UpDownCounters) by ``db.client.connection.pool.name``.
 
-How it hooks in: SQLAlchemy's ``do_execute`` / ``do_execute_no_params`` / ``do_executemany`` dialect events.
-A listener of these events performs the DBAPI call itself (and returns ``True``), so it times exactly the
-span between ``before_cursor_execute`` and ``after_cursor_execute``, sees the DBAPI exception before SQLAlchemy
-wraps it, and, because the first listener that executes stops the others, a statement is recorded once
-however many times the engine was instrumented. The connection events (``before_cursor_execute`` and
-friends) were the first design; merely switching them on costs about 2.6 µs per statement in SQLAlchemy
-itself, a quarter of a trivial SQLite query (bench/database_overhead.py), so they are not used.
+How it hooks in: each instrumented engine's dialect gets instance attributes ``do_execute``,
+``do_execute_no_params`` and ``do_executemany`` that time the dialect's own methods. SQLAlchemy calls these
+for every DBAPI execution, after running any ``do_execute`` event listeners (and only if none of them
+executed the statement), so the wrapper times exactly the DBAPI call, sees the DBAPI exception before
+SQLAlchemy wraps it, and one recorder per dialect means a statement is recorded once. The dialect events
+themselves were the previous design: SQLAlchemy's dispatch of them alone costs about 0.24 µs per statement,
+and the connection events (``before_cursor_execute`` and friends) about 2.6 µs, against a trivial SQLite
+query of about 10 µs (bench/database_overhead.py).
 
 Summaries come from ``_sql_summary`` and are cached per statement string, so the hot path is one dict lookup,
 two clock reads and one histogram cell update. Parameters are never read.
@@ -24,6 +25,8 @@ two clock reads and one histogram cell update. Parameters are never read.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import threading
 import time
@@ -43,7 +46,7 @@ from otel_monitoring.telemetry import start_if_exporting
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Dialect
-    from sqlalchemy.engine.interfaces import DBAPICursor, ExecutionContext
+    from sqlalchemy.engine.interfaces import DBAPICursor
     from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
     from otel_monitoring.settings import CollectorsConfig
@@ -79,8 +82,9 @@ _SYSTEM_NAMES = {
     "default": "other_sql",
 }
 
-_RECORDER_ATTRIBUTE = "_otel_monitoring_recorder"  # on the Dialect instance: the hot path reads it
-_EXECUTE_EVENTS = ("do_execute", "do_execute_no_params", "do_executemany")
+_RECORDER_ATTRIBUTE = "_otel_monitoring_recorder"  # on the Dialect instance: its recorder
+_WRAPPED_METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
+_ABSENT: Final = object()  # the dialect had no instance attribute of that name (the class's method was used)
 _POOL_EVENTS = ("connect", "checkout", "checkin", "close", "detach")
 
 
@@ -139,7 +143,7 @@ def system_name(dialect: Dialect) -> str:
 class EngineRecorder:
     """Records the statements of one engine (one SQLAlchemy dialect instance) into a registry.
 
-    Built by :func:`instrument_engine` or, for every engine, by :class:`SQLAlchemyInstrumentor`.
+    Built by :func:`instrument_engine` or, for every new engine, by :class:`SQLAlchemyInstrumentor`.
     """
 
     # Hot path state: slots, and the statement cache maps straight to bound cell methods.
@@ -148,12 +152,11 @@ class EngineRecorder:
         "_batch_cells",
         "_cells",
         "_flavor",
+        "_originals",
         "_system",
+        "_wrappers",
+        "active",
         "clock",
-        "default_execute",
-        "dialect_execute",
-        "dialect_execute_no_params",
-        "dialect_executemany",
         "explicit",
         "metrics",
         "pools",
@@ -173,17 +176,14 @@ class EngineRecorder:
         self.slow_seconds = slow_seconds
         self.clock = clock
         self.explicit = explicit
+        self.active = False
         self._system = system_name(dialect)
         self._flavor: SQLFlavor = flavor_for("mariadb" if self._system == "mariadb" else dialect.name)
         # statement -> (observe, inc of the slow counter, attribute values without error.type)
         self._cells: dict[str, tuple[Callable[[float], None], Callable[[], None], tuple[str, ...]]] = {}
         self._batch_cells: dict[str, tuple[Callable[[float], None], Callable[[], None], tuple[str, ...]]] = {}
-        # The dialect's own methods, called by the listeners. DefaultDialect.do_execute is exactly
-        # cursor.execute(statement, parameters): calling the cursor directly saves a Python frame per statement.
-        self.default_execute = type(dialect).do_execute is DefaultDialect.do_execute
-        self.dialect_execute = dialect.do_execute
-        self.dialect_execute_no_params = dialect.do_execute_no_params
-        self.dialect_executemany = dialect.do_executemany
+        self._originals: dict[str, Any] = {}  # method name -> the dialect's instance attribute before us, or _ABSENT
+        self._wrappers: dict[str, Callable[..., Any]] = {}
         self.pools: list[_PoolUsage] = []
 
     def cells(
@@ -218,6 +218,16 @@ class EngineRecorder:
             query_summary = f"BATCH {query_summary}" if query_summary else "BATCH"
         return (self._system, operation, summary.collection, query_summary)
 
+    def record(self, statement: str, elapsed: float, *, batch: bool = False) -> None:
+        """Record a successful operation; never raises (the statement ran, its result must be returned)."""
+        try:
+            cells = self.cells(statement, batch=batch)
+            cells[0](elapsed)
+            if elapsed >= self.slow_seconds:
+                cells[1]()
+        except Exception:
+            _log_once("could not record a database operation")
+
     def record_error(self, statement: str, error: BaseException, elapsed: float, *, batch: bool = False) -> None:
         """Record a failed operation; never raises (the application's exception must come out unchanged)."""
         try:
@@ -230,6 +240,50 @@ class EngineRecorder:
         except Exception:
             _log_once("could not record a failed database operation")
 
+    def attach(self, dialect: Dialect) -> None:
+        """Put the timing wrappers on the dialect instance (the caller holds ``_lock``)."""
+        instance = dialect.__dict__
+        self._originals = {name: instance.get(name, _ABSENT) for name in _WRAPPED_METHODS}
+        # DefaultDialect.do_execute is exactly cursor.execute(statement, parameters), and do_execute_no_params
+        # cursor.execute(statement): when the dialect keeps them, the wrapper calls the cursor directly, so the
+        # wrapper's Python frame replaces the dialect method's instead of adding one per statement.
+        self._wrappers = {
+            "do_execute": _wrap_do_execute(self, dialect.do_execute, direct=_keeps_default(dialect, "do_execute")),
+            "do_execute_no_params": _wrap_do_execute_no_params(
+                self, dialect.do_execute_no_params, direct=_keeps_default(dialect, "do_execute_no_params")
+            ),
+            "do_executemany": _wrap_do_executemany(self, dialect.do_executemany),
+        }
+        self.active = True
+        for name, wrapper in self._wrappers.items():
+            setattr(dialect, name, wrapper)
+        setattr(dialect, _RECORDER_ATTRIBUTE, self)
+
+    def detach(self, dialect: Dialect) -> None:
+        """Give the dialect its methods back exactly as they were, and stop the pool tracking (holds ``_lock``).
+
+        A method that something else wrapped after us cannot be taken out of its chain: our wrapper stays
+        there and, inactive, only calls through.
+        """
+        self.active = False
+        instance = dialect.__dict__
+        for name, wrapper in self._wrappers.items():
+            if instance.get(name) is not wrapper:
+                continue
+            original = self._originals.get(name, _ABSENT)
+            if original is _ABSENT:
+                delattr(dialect, name)
+            else:
+                setattr(dialect, name, original)
+        if instance.get(_RECORDER_ATTRIBUTE) is self:
+            delattr(dialect, _RECORDER_ATTRIBUTE)
+        for usage in self.pools:
+            usage.stop()
+
+
+def _keeps_default(dialect: Dialect, name: str) -> bool:
+    return name not in dialect.__dict__ and getattr(type(dialect), name) is getattr(DefaultDialect, name)
+
 
 def _log_once(message: str, _logged: set[str] = set()) -> None:  # noqa: B006 - the set is the memory
     if message not in _logged:
@@ -237,94 +291,99 @@ def _log_once(message: str, _logged: set[str] = set()) -> None:  # noqa: B006 - 
         _logger.warning("otel-monitoring: %s", message, exc_info=True)
 
 
-# --- The listeners. One function per event serves every engine: it finds the recorder on the dialect. ---
-# Hot path, written for speed on purpose: attribute reads on slotted objects, local variables, no allocation
-# besides the float of the elapsed time; the statement's cells are found by one dict lookup.
+# --- The wrappers of the dialect's execute methods ---
+# Hot path, written for speed on purpose: everything the call needs is a closure variable (no attribute
+# lookup but `active`), no allocation besides the float of the elapsed time, and the statement's cells are
+# found by one dict lookup after the call returns (so the lookup is not timed, and a statement that only
+# fails binds no success series). The signatures are the dialect methods' own.
 
 
-def _recorder_of(context: ExecutionContext | None) -> EngineRecorder | None:
-    try:
-        return getattr(context.dialect, _RECORDER_ATTRIBUTE)  # type: ignore[union-attr, no-any-return]
-    except AttributeError:
-        return _adopt(context)
-
-
-def _on_do_execute(cursor: DBAPICursor, statement: str, parameters: Any, context: ExecutionContext | None) -> bool:
-    try:
-        # The attribute name is _RECORDER_ATTRIBUTE, written out: an attribute read is cheaper than getattr().
-        recorder: EngineRecorder = context.dialect._otel_monitoring_recorder  # type: ignore[union-attr]
-    except AttributeError:
-        recorder = _adopt(context)  # type: ignore[assignment]
-        if recorder is None:
-            return False  # SQLAlchemy executes it as usual
+def _wrap_do_execute(recorder: EngineRecorder, original: Callable[..., Any], *, direct: bool) -> Callable[..., Any]:
     clock = recorder.clock
-    start = clock()
-    try:
-        if recorder.default_execute:
-            cursor.execute(statement, parameters)
-        else:
-            recorder.dialect_execute(cursor, statement, parameters, context)
-    except BaseException as error:
-        recorder.record_error(statement, error, clock() - start)
-        raise
-    elapsed = clock() - start
-    try:
-        # Looked up after the call, so the lookup is not timed and a failed statement binds no success series.
-        cells = recorder._cells.get(statement) or recorder.cells(statement)
-        cells[0](elapsed)
-        if elapsed >= recorder.slow_seconds:
-            cells[1]()
-    except Exception:
-        _log_once("could not record a database operation")  # the statement ran; its result must be returned
-    return True
+    cached = recorder._cells.get  # the dict is only ever mutated, never replaced
+    slow_seconds = recorder.slow_seconds
+    record_error = recorder.record_error
+
+    def do_execute(cursor: DBAPICursor, statement: str, parameters: Any, context: Any = None) -> Any:
+        if not recorder.active:
+            return original(cursor, statement, parameters, context)
+        start = clock()
+        try:
+            if direct:
+                cursor.execute(statement, parameters)
+                result = None
+            else:
+                result = original(cursor, statement, parameters, context)
+        except BaseException as error:
+            record_error(statement, error, clock() - start)
+            raise
+        elapsed = clock() - start
+        try:
+            cells = cached(statement) or recorder.cells(statement)
+            cells[0](elapsed)
+            if elapsed >= slow_seconds:
+                cells[1]()
+        except Exception:
+            _log_once("could not record a database operation")  # the statement ran; its result must be returned
+        return result
+
+    return do_execute
 
 
-def _on_do_execute_no_params(cursor: DBAPICursor, statement: str, context: ExecutionContext | None) -> bool:
-    recorder = _recorder_of(context)
-    if recorder is None:
-        return False
-    start = recorder.clock()
-    try:
-        recorder.dialect_execute_no_params(cursor, statement, context)
-    except BaseException as error:
-        recorder.record_error(statement, error, recorder.clock() - start)
-        raise
-    _record(recorder, statement, recorder.clock() - start, batch=False)
-    return True
+def _wrap_do_execute_no_params(
+    recorder: EngineRecorder, original: Callable[..., Any], *, direct: bool
+) -> Callable[..., Any]:
+    # The path of a statement without parameters, such as text("SELECT 1"): as lean as do_execute's.
+    clock = recorder.clock
+    cached = recorder._cells.get
+    slow_seconds = recorder.slow_seconds
+    record_error = recorder.record_error
+
+    def do_execute_no_params(cursor: DBAPICursor, statement: str, context: Any = None) -> Any:
+        if not recorder.active:
+            return original(cursor, statement, context)
+        start = clock()
+        try:
+            if direct:
+                cursor.execute(statement)
+                result = None
+            else:
+                result = original(cursor, statement, context)
+        except BaseException as error:
+            record_error(statement, error, clock() - start)
+            raise
+        elapsed = clock() - start
+        try:
+            cells = cached(statement) or recorder.cells(statement)
+            cells[0](elapsed)
+            if elapsed >= slow_seconds:
+                cells[1]()
+        except Exception:
+            _log_once("could not record a database operation")
+        return result
+
+    return do_execute_no_params
 
 
-def _on_do_executemany(cursor: DBAPICursor, statement: str, parameters: Any, context: ExecutionContext | None) -> bool:
-    # One executemany() call is one recorded operation, whatever the number of parameter sets. With two or
-    # more it is a batch: the conventions prefix its operation name and summary with "BATCH ".
-    recorder = _recorder_of(context)
-    if recorder is None:
-        return False
-    batch = len(parameters) > 1 if hasattr(parameters, "__len__") else True
-    start = recorder.clock()
-    try:
-        recorder.dialect_executemany(cursor, statement, parameters, context)
-    except BaseException as error:
-        recorder.record_error(statement, error, recorder.clock() - start, batch=batch)
-        raise
-    _record(recorder, statement, recorder.clock() - start, batch=batch)
-    return True
+def _wrap_do_executemany(recorder: EngineRecorder, original: Callable[..., Any]) -> Callable[..., Any]:
+    clock = recorder.clock
 
+    def do_executemany(cursor: DBAPICursor, statement: str, parameters: Any, context: Any = None) -> Any:
+        # One executemany() call is one recorded operation, whatever the number of parameter sets. With two or
+        # more it is a batch: the conventions prefix its operation name and summary with "BATCH ".
+        if not recorder.active:
+            return original(cursor, statement, parameters, context)
+        batch = len(parameters) > 1 if hasattr(parameters, "__len__") else True
+        start = clock()
+        try:
+            result = original(cursor, statement, parameters, context)
+        except BaseException as error:
+            recorder.record_error(statement, error, clock() - start, batch=batch)
+            raise
+        recorder.record(statement, clock() - start, batch=batch)
+        return result
 
-def _record(recorder: EngineRecorder, statement: str, elapsed: float, *, batch: bool) -> None:
-    try:
-        cells = recorder.cells(statement, batch=batch)
-        cells[0](elapsed)
-        if elapsed >= recorder.slow_seconds:
-            cells[1]()
-    except Exception:
-        _log_once("could not record a database operation")
-
-
-_LISTENERS: dict[str, Callable[..., bool]] = {
-    "do_execute": _on_do_execute,
-    "do_execute_no_params": _on_do_execute_no_params,
-    "do_executemany": _on_do_executemany,
-}
+    return do_executemany
 
 
 # --- Connection pools ---
@@ -359,14 +418,29 @@ class _PoolUsage:
         if self.active:
             self._set(record, _IDLE)
 
+    # checkout and checkin run once per engine.connect(): their common move (a counted connection going
+    # between idle and used) is written out; anything else goes through _set.
+
     def checkout(self, dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
         if self.active:
-            self._set(record, _USED)
+            info = record.info
+            if info.get(self) is _IDLE:
+                info[self] = _USED
+                self._idle(-1)
+                self._used(1)
+            else:
+                self._set(record, _USED)
 
     def checkin(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         # A connection invalidated while checked out was closed already (and uncounted); it comes back empty.
         if self.active:
-            self._set(record, _IDLE if dbapi_connection is not None else None)
+            info = record.info
+            if dbapi_connection is not None and info.get(self) is _USED:
+                info[self] = _IDLE
+                self._used(-1)
+                self._idle(1)
+            else:
+                self._set(record, _IDLE if dbapi_connection is not None else None)
 
     def close(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         if self.active:
@@ -474,6 +548,7 @@ def instrument_engine(
     Idempotent: a second call returns the first recorder and changes nothing, so no query is counted twice.
     An engine instrumented here keeps this registry and threshold even when :class:`SQLAlchemyInstrumentor`
     is active too. ``slow_query_seconds`` defaults to ``collectors.slow_query_seconds``; 0 counts every query.
+    Engines created before :class:`SQLAlchemyInstrumentor` was started are covered only this way.
 
     >>> engine = create_engine("sqlite:///app.db")
     >>> instrument_engine(engine)
@@ -494,39 +569,35 @@ def instrument_engine(
                 slow_query_seconds = config.get_settings().collectors.slow_query_seconds
         if slow_query_seconds < 0:
             raise ValueError(f"instrument_engine: slow_query_seconds must be >= 0 (got {slow_query_seconds})")
-        metrics = _metrics_for(registry)
-        recorder = EngineRecorder(dialect, metrics, slow_seconds=slow_query_seconds, clock=clock, explicit=True)
-        if existing is not None:  # adopted by the global instrumentor: this engine's own settings take over
-            for usage in existing.pools:
-                usage.stop()
+        if existing is not None:  # set up by the global instrumentor: this engine's own settings take over
+            existing.detach(dialect)
             _global_adopted.discard(dialect)
-        setattr(dialect, _RECORDER_ATTRIBUTE, recorder)
-        recorder.pools.append(_track_pool(sync_engine, metrics))
-        for name, listener in _LISTENERS.items():
-            if not event.contains(sync_engine, name, listener):
-                event.listen(sync_engine, name, listener)
+        recorder = _attach(sync_engine, _metrics_for(registry), slow_query_seconds, clock, explicit=True)
     if registry is default_registry():
         start_if_exporting()
     return recorder
 
 
+def _attach(
+    engine: Engine, metrics: DatabaseMetrics, slow_seconds: float, clock: Callable[[], float], *, explicit: bool
+) -> EngineRecorder:
+    dialect = engine.dialect
+    recorder = EngineRecorder(dialect, metrics, slow_seconds=slow_seconds, clock=clock, explicit=explicit)
+    recorder.pools.append(_track_pool(engine, metrics))
+    recorder.attach(dialect)
+    return recorder
+
+
 def uninstrument_engine(engine: Any) -> None:
-    """Stop recording an engine instrumented by :func:`instrument_engine` (the global instrumentor may still)."""
-    sync_engine = _sync_engine(engine)
-    dialect = sync_engine.dialect
+    """Stop recording an engine instrumented by :func:`instrument_engine`; its dialect gets its methods back."""
+    dialect = _sync_engine(engine).dialect
     with _lock:
         recorder: EngineRecorder | None = dialect.__dict__.get(_RECORDER_ATTRIBUTE)
-        if recorder is None or not recorder.explicit:
-            return
-        for name, listener in _LISTENERS.items():
-            if event.contains(sync_engine, name, listener):
-                event.remove(sync_engine, name, listener)
-        for usage in recorder.pools:
-            usage.stop()
-        delattr(dialect, _RECORDER_ATTRIBUTE)
+        if recorder is not None and recorder.explicit:
+            recorder.detach(dialect)
 
 
-# --- Every engine: the zero-code instrumentor ---
+# --- New engines: the zero-code instrumentor ---
 
 
 class _GlobalState:
@@ -534,41 +605,79 @@ class _GlobalState:
         self.metrics = metrics
         self.slow_seconds = slow_seconds
         self.clock = clock
+        self.patches: list[tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = []  # module, name, was, ours
 
 
 _global: _GlobalState | None = None
 _global_adopted: weakref.WeakSet[Any] = weakref.WeakSet()  # dialects the global instrumentor gave a recorder
 
+# Where SQLAlchemy's engine constructors are reachable by name: each name is a separate module attribute,
+# bound by `from ... import` at import time, so each is replaced. create_async_engine calls the sync
+# create_engine through a private alias taken at import, so it is wrapped as well.
+_CONSTRUCTORS = (
+    ("sqlalchemy", "create_engine"),
+    ("sqlalchemy.engine", "create_engine"),
+    ("sqlalchemy.engine.create", "create_engine"),
+    ("sqlalchemy.ext.asyncio", "create_async_engine"),
+    ("sqlalchemy.ext.asyncio.engine", "create_async_engine"),
+)
 
-def _adopt(context: ExecutionContext | None) -> EngineRecorder | None:
-    """First statement of an engine the global instrumentor has not seen: give its dialect a recorder."""
+
+def _adopt(engine: Any) -> None:
+    """A new engine made while the global instrumentor runs: record it, unless it already is."""
     state = _global
-    if state is None or context is None:
-        return None
+    if state is None:
+        return
     try:
+        sync_engine = _sync_engine(engine)
+        dialect = sync_engine.dialect
         with _lock:
-            dialect = context.dialect
-            recorder: EngineRecorder | None = dialect.__dict__.get(_RECORDER_ATTRIBUTE)
-            if recorder is None:
-                recorder = EngineRecorder(
-                    dialect, state.metrics, slow_seconds=state.slow_seconds, clock=state.clock, explicit=False
-                )
-                engine = context.root_connection.engine
-                # Pool usage is tracked from here: connections opened earlier count from their next checkin.
-                recorder.pools.append(_track_pool(engine, state.metrics))
-                setattr(dialect, _RECORDER_ATTRIBUTE, recorder)
+            if _RECORDER_ATTRIBUTE not in dialect.__dict__:
+                _attach(sync_engine, state.metrics, state.slow_seconds, state.clock, explicit=False)
                 _global_adopted.add(dialect)
-            return recorder
     except Exception:
         _log_once("could not instrument a SQLAlchemy engine; its queries are not recorded")
-        return None
+
+
+def _wrap_constructor(constructor: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(constructor)
+    def create(*args: Any, **kwargs: Any) -> Any:
+        engine = constructor(*args, **kwargs)
+        _adopt(engine)
+        return engine
+
+    return create
+
+
+def _patch_constructors(state: _GlobalState) -> None:
+    for module_name, name in _CONSTRUCTORS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # sqlalchemy.ext.asyncio may be unimportable in a stripped-down install
+            continue
+        constructor = getattr(module, name, None)
+        if callable(constructor):
+            wrapper = _wrap_constructor(constructor)
+            setattr(module, name, wrapper)
+            state.patches.append((module, name, constructor, wrapper))
+
+
+def _unpatch_constructors(state: _GlobalState) -> None:
+    for module, name, constructor, wrapper in reversed(state.patches):
+        # Something that wrapped ours since keeps its wrapper; ours then only calls through (no _global).
+        if getattr(module, name, None) is wrapper:
+            setattr(module, name, constructor)
+    state.patches.clear()
 
 
 class SQLAlchemyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """``opentelemetry_instrumentor`` entry point ``otel_monitoring_sqlalchemy``: every engine of the process.
+    """``opentelemetry_instrumentor`` entry point ``otel_monitoring_sqlalchemy``: every new engine of the process.
 
-    Listens on the ``Engine`` class, so engines created before and after :meth:`instrument` are covered; each
-    engine is set up at its first statement. Off when ``collectors.database`` is false. Works beside
+    Wraps SQLAlchemy's ``create_engine`` and ``create_async_engine`` (each name they are imported under), so
+    every engine created after :meth:`instrument` is recorded from its creation. Under
+    ``opentelemetry-instrument`` that is before the application imports SQLAlchemy, so
+    ``from sqlalchemy import create_engine`` gets the wrapped function. Engines created before are not
+    discovered: :func:`instrument_engine` covers them. Off when ``collectors.database`` is false. Works beside
     opentelemetry-instrumentation-sqlalchemy (which makes spans) without counting any query twice, and beside
     :func:`instrument_engine` (an engine instrumented by hand keeps its own registry and threshold).
 
@@ -592,25 +701,22 @@ class SQLAlchemyInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         with _lock:
             if _global is not None:
                 return
-            _global = _GlobalState(_metrics_for(registry), slow, kwargs.get("clock", time.perf_counter))
-            for name, listener in _LISTENERS.items():
-                event.listen(Engine, name, listener)
+            state = _GlobalState(_metrics_for(registry), slow, kwargs.get("clock", time.perf_counter))
+            _patch_constructors(state)
+            _global = state
         if registry is default_registry():
             start_if_exporting()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         global _global
         with _lock:
-            if _global is None:
+            state = _global
+            if state is None:
                 return
             _global = None
-            for name, listener in _LISTENERS.items():
-                if event.contains(Engine, name, listener):
-                    event.remove(Engine, name, listener)
+            _unpatch_constructors(state)
             for dialect in list(_global_adopted):
                 recorder: EngineRecorder | None = dialect.__dict__.get(_RECORDER_ATTRIBUTE)
                 if recorder is not None and not recorder.explicit:
-                    for usage in recorder.pools:
-                        usage.stop()
-                    delattr(dialect, _RECORDER_ATTRIBUTE)
+                    recorder.detach(dialect)
             _global_adopted.clear()

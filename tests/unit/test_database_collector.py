@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     delete,
+    event,
     insert,
     select,
     text,
@@ -308,6 +309,95 @@ def test_uninstrument_engine_stops_recording(engine: Engine, registry: MetricsRe
     assert durations(registry) == 1
 
 
+def test_uninstrument_engine_gives_the_dialect_its_methods_back_exactly(
+    engine: Engine, registry: MetricsRegistry
+) -> None:
+    dialect = engine.dialect
+    calls: list[str] = []
+    class_execute = type(dialect).do_execute
+
+    def earlier_wrapper(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        calls.append(statement)  # another library's instance-level wrapper, there before us
+        class_execute(dialect, cursor, statement, parameters, context)
+
+    dialect.do_execute = earlier_wrapper  # type: ignore[method-assign]
+    ours = ("do_execute", "do_execute_no_params", "do_executemany", "_otel_monitoring_recorder")
+    before = {name: vars(dialect).get(name) for name in ours}
+    instrument_engine(engine, registry=registry)
+    during = {name: vars(dialect).get(name) for name in ("do_execute", "do_execute_no_params", "do_executemany")}
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1 WHERE 1 = :one"), {"one": 1})
+    uninstrument_engine(engine)
+
+    assert all(during.values()) and during["do_execute"] is not earlier_wrapper
+    assert calls == ["SELECT 1 WHERE 1 = ?"]  # ours called through the earlier wrapper, which ran the statement
+    assert durations(registry) == 1
+    # The earlier wrapper is back, and nothing of ours is left on the dialect.
+    assert (
+        {name: vars(dialect).get(name) for name in ours}
+        == before
+        == {"do_execute": earlier_wrapper} | {name: None for name in ours[1:]}
+    )
+
+
+def test_a_wrapper_put_on_top_of_ours_survives_uninstrument_and_ours_stops_recording(
+    engine: Engine, registry: MetricsRegistry
+) -> None:
+    instrument_engine(engine, registry=registry)
+    dialect = engine.dialect
+    ours = dialect.do_execute
+    seen: list[str] = []
+
+    def later_wrapper(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        seen.append(statement)
+        ours(cursor, statement, parameters, context)
+
+    dialect.do_execute = later_wrapper  # type: ignore[method-assign]
+    uninstrument_engine(engine)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 2 WHERE 2 = :two"), {"two": 2}).scalar_one()
+
+    assert dialect.do_execute is later_wrapper
+    assert seen == ["SELECT 2 WHERE 2 = ?"]
+    assert durations(registry) == 0
+
+
+def test_another_librarys_do_execute_listener_still_runs_and_the_query_is_counted_once(
+    engine: Engine, registry: MetricsRegistry
+) -> None:
+    seen: list[str] = []
+
+    def observer(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        seen.append(statement)
+        return False  # did not execute it: SQLAlchemy goes on to dialect.do_execute
+
+    event.listen(engine, "do_execute", observer)
+    instrument_engine(engine, registry=registry)
+    with engine.begin() as connection:
+        for index in range(3):
+            connection.execute(insert(users).values(name=f"seen-{index}"))
+
+    assert len(seen) == 3
+    assert durations(registry, **{"db.query.summary": "INSERT users"}) == 3
+
+
+def test_a_statement_another_listener_executes_itself_is_run_once_and_never_counted_twice(
+    engine: Engine, registry: MetricsRegistry
+) -> None:
+    def executes_itself(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        cursor.execute(statement, parameters)
+        return True  # handled: SQLAlchemy skips dialect.do_execute, so our wrapper never sees it
+
+    instrument_engine(engine, registry=registry)
+    event.listen(engine, "do_execute", executes_itself)
+    with engine.begin() as connection:
+        connection.execute(insert(users).values(name="once"))
+        rows = connection.execute(select(users.c.name).where(users.c.name == "once")).all()
+
+    assert rows == [("once",)]  # the insert ran exactly once
+    assert durations(registry) == 0  # the other library owns those calls: not recorded, certainly not twice
+
+
 def test_pool_usage_counts_used_and_idle_connections(engine: Engine, registry: MetricsRegistry) -> None:
     instrument_engine(engine, registry=registry)
 
@@ -349,57 +439,135 @@ def test_async_engine_queries_are_counted(tmp_path: Path, registry: MetricsRegis
     assert slow_count(registry, **{"db.query.summary": "INSERT users"}) == 4
 
 
-def test_global_instrumentor_covers_engines_created_before_and_after(
+def test_global_instrumentor_records_engines_created_after_it_and_instrument_engine_covers_earlier_ones(
     tmp_path: Path, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
 ) -> None:
     before = create_engine(f"sqlite:///{tmp_path / 'before.db'}")
     global_instrumentor.instrument(registry=registry, collectors=CollectorsConfig())
-    after = create_engine(f"sqlite:///{tmp_path / 'after.db'}")
+    after = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'after.db'}")
 
-    for engine, count in ((before, 2), (after, 3)):
+    def select_one(engine: Engine, times: int) -> None:
         with engine.connect() as connection:
-            for _ in range(count):
+            for _ in range(times):
                 connection.execute(text("SELECT 1"))
-        engine.dispose()
 
-    assert durations(registry, **{"db.query.summary": "SELECT"}) == 5
+    select_one(before, 2)
+    select_one(after, 3)
+    missed = durations(registry, **{"db.query.summary": "SELECT"})
+    instrument_engine(before, registry=registry)
+    select_one(before, 4)
+    before.dispose()
+    after.dispose()
+
+    assert missed == 3  # an engine created before the instrumentor is not discovered ...
+    assert durations(registry, **{"db.query.summary": "SELECT"}) == 7  # ... until instrument_engine
+
+
+def test_global_instrumentor_wraps_every_engine_constructor_name_and_restores_them(
+    tmp_path: Path, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
+) -> None:
+    import sqlalchemy.engine.create
+    import sqlalchemy.ext.asyncio
+    import sqlalchemy.ext.asyncio.engine
+
+    places = [
+        (sqlalchemy, "create_engine"),
+        (sqlalchemy.engine, "create_engine"),
+        (sqlalchemy.engine.create, "create_engine"),
+        (sqlalchemy.ext.asyncio, "create_async_engine"),
+        (sqlalchemy.ext.asyncio.engine, "create_async_engine"),
+    ]
+    originals = [getattr(module, name) for module, name in places]
+    global_instrumentor.instrument(registry=registry, collectors=CollectorsConfig())
+    wrapped = [getattr(module, name) for module, name in places]
+    from sqlalchemy import create_engine as imported_after  # what an application module imported later gets
+
+    engines = [
+        imported_after(f"sqlite:///{tmp_path / 'imported.db'}"),
+        sqlalchemy.engine.create.create_engine(f"sqlite:///{tmp_path / 'create.db'}"),
+        sqlalchemy.engine_from_config({"db.url": f"sqlite:///{tmp_path / 'config.db'}"}, prefix="db."),
+    ]
+    for engine in engines:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    global_instrumentor.uninstrument()
+
+    assert all(now is not before for now, before in zip(wrapped, originals, strict=True))
+    assert durations(registry, **{"db.query.summary": "SELECT"}) == len(engines)
+    assert [getattr(module, name) for module, name in places] == originals
+
+
+def test_global_instrumentor_records_async_engines(
+    tmp_path: Path, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
+) -> None:
+    import sqlalchemy.ext.asyncio
+
+    global_instrumentor.instrument(registry=registry, collectors=CollectorsConfig())
+
+    async def run() -> None:
+        engine = sqlalchemy.ext.asyncio.create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+        async with engine.connect() as connection:
+            for _ in range(3):
+                await connection.execute(text("SELECT 1"))
+        await engine.dispose()
+
+    asyncio.run(run())
+
+    assert durations(registry, **{"db.query.summary": "SELECT"}) == 3
 
 
 def test_global_instrumentor_and_instrument_engine_together_count_once(
-    engine: Engine, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
+    tmp_path: Path, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
 ) -> None:
-    instrument_engine(engine, registry=registry)
+    early = create_engine(f"sqlite:///{tmp_path / 'early.db'}")
+    instrument_engine(early, registry=registry)
     global_instrumentor.instrument(registry=registry, collectors=CollectorsConfig())
-    instrument_engine(engine, registry=registry)
+    late = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'late.db'}")  # set up by the instrumentor ...
+    late_registry = MetricsRegistry()
+    instrument_engine(late, registry=late_registry)  # ... then by hand: its own registry takes over
+    instrument_engine(early, registry=registry)
 
-    with engine.connect() as connection:
-        for _ in range(6):
-            connection.execute(select(users))
+    for engine in (early, late):
+        with engine.connect() as connection:
+            for _ in range(6):
+                connection.execute(text("SELECT 1"))
+        engine.dispose()
 
-    assert durations(registry, **{"db.query.summary": "SELECT users"}) == 6
+    assert durations(registry, **{"db.query.summary": "SELECT"}) == 6
+    assert durations(late_registry, **{"db.query.summary": "SELECT"}) == 6
 
 
 def test_global_instrumentor_does_nothing_when_the_setting_is_off(
-    engine: Engine, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
+    tmp_path: Path, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
 ) -> None:
+    original = sqlalchemy.create_engine
     global_instrumentor.instrument(registry=registry, collectors=CollectorsConfig(database=False))
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'off.db'}")
 
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+    engine.dispose()
 
+    assert sqlalchemy.create_engine is original
     assert durations(registry) == 0
 
 
-def test_global_uninstrument_removes_the_listeners(
-    engine: Engine, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
+def test_global_uninstrument_stops_recording_and_gives_dialects_their_methods_back(
+    tmp_path: Path, registry: MetricsRegistry, global_instrumentor: SQLAlchemyInstrumentor
 ) -> None:
     global_instrumentor.instrument(registry=registry, collectors=CollectorsConfig())
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'undo.db'}")
+    wrapped = set(vars(engine.dialect)) & {"do_execute", "do_execute_no_params", "do_executemany"}
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
     global_instrumentor.uninstrument()
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+    engine.dispose()
 
+    assert wrapped == {"do_execute", "do_execute_no_params", "do_executemany"}
+    assert not set(vars(engine.dialect)) & wrapped
     assert durations(registry) == 1
 
 
