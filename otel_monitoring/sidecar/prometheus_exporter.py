@@ -1,0 +1,658 @@
+"""The sidecar's ``prometheus`` exporter: one scrape target holding the sum over every worker.
+
+Workers send their own series (each resource has its own ``service.instance.id`` and ``process.pid``),
+cumulative or delta. The exporter keeps, per input stream (resource + scope + metric + attributes), the last
+cumulative value and its start time, and adds each *increase* to an output series keyed without the
+per-worker resource attributes. A new start time or a lower value is a restart whose whole value is new, the
+rule of ``processors/_merge.py``, so a counter never goes backwards when a worker restarts and no increase
+is lost. Delta points are added as they come.
+
+>>> from otel_monitoring.sidecar.config import PrometheusExporterConfig
+>>> exporter = PrometheusExporter(PrometheusExporterConfig())
+>>> exporter.export(MetricsData(resource_metrics=[]))
+>>> exporter.render()
+b''
+
+Storage is per metric, not per series: a series is a label tuple in two dicts (its input and its output)
+pointing into flat ``array('d')`` rows, so a counter series costs a few hundred bytes and a histogram series
+well under a kilobyte (``bench/sidecar_series_memory.py``). docs/sidecar-prometheus-exporter.md has the
+decisions (``job``, ``instance``, Gauges, ``target_info``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from array import array
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+
+from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, PrometheusExporterConfig
+from processors._merge import attributes_key
+
+__all__ = [
+    "DEFAULT_WORKER_ATTRIBUTES",
+    "PrometheusExporter",
+    "map_unit",
+    "prometheus_metric_name",
+    "sanitize_label_name",
+]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_WORKER_ATTRIBUTES: Final[frozenset[str]] = frozenset(
+    {
+        "service.instance.id",
+        "process.pid",
+        "process.parent_pid",
+        "process.creation.time",
+        "process.command",
+        "process.command_line",
+        "process.command_args",
+        "process.executable.path",
+    }
+)
+"""Resource attributes that differ from one worker to the next: left out of every output label and of
+``target_info``, so that the series of all workers of a service add up into one."""
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+# --- Names: the OpenTelemetry-to-Prometheus translation --------------------------------------------------------
+# https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/#metric-metadata-1
+# The embedded mode renders through the SDK's PrometheusMetricReader; the same input must give the same names
+# here, so the unit table and the order of the steps follow that translation (a unit test compares them).
+
+_INVALID_NAME = re.compile(r"[^a-zA-Z0-9:]+")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9]+")
+_UNIT_ANNOTATION = re.compile(r"{.*}")
+_UNITS: Final = {
+    "d": "days",
+    "h": "hours",
+    "min": "minutes",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "GiBy": "gibibytes",
+    "TiBy": "tibibytes",
+    "KBy": "kilobytes",
+    "MBy": "megabytes",
+    "GBy": "gigabytes",
+    "TBy": "terabytes",
+    "m": "meters",
+    "V": "volts",
+    "A": "amperes",
+    "J": "joules",
+    "W": "watts",
+    "g": "grams",
+    "Cel": "celsius",
+    "Hz": "hertz",
+    "1": "",
+    "%": "percent",
+}
+_PER_UNITS: Final = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
+
+
+def map_unit(unit: str) -> str:
+    """The Prometheus suffix for a UCUM unit: ``"s"`` -> ``"seconds"``, ``"By/s"`` -> ``"bytes_per_second"``.
+
+    >>> map_unit("ms"), map_unit("{request}"), map_unit("1")
+    ('milliseconds', '', '')
+    """
+    unit = _UNIT_ANNOTATION.sub("", unit)
+    if unit in _UNITS:
+        return _UNITS[unit]
+    top, slash, bottom = unit.partition("/")
+    if slash:
+        bottom = _INVALID_NAME.sub("_", bottom)
+        if bottom:
+            top = _INVALID_NAME.sub("_", top)
+            top = _UNITS.get(top, top)
+            bottom = _PER_UNITS.get(bottom, bottom)
+            return f"{top}_per_{bottom}" if top else f"per_{bottom}"
+    return _INVALID_NAME.sub("_", unit).strip("_")
+
+
+def _sanitize(name: str, pattern: re.Pattern[str]) -> str:
+    if name and name[0].isdigit():
+        name = "_" + name[1:]
+    return pattern.sub("_", name)
+
+
+def sanitize_label_name(key: str) -> str:
+    """An attribute key as a Prometheus label name: ``"http.route"`` -> ``"http_route"``."""
+    return _sanitize(key, _INVALID_LABEL)
+
+
+def prometheus_metric_name(name: str, unit: str, kind: str, *, namespace: str = "", add_suffixes: bool = True) -> str:
+    """The exposed family name; ``kind`` is ``counter``, ``gauge`` or ``histogram``.
+
+    Counters get ``_total`` (the samples' name; the family is written the same way in the text format).
+
+    >>> prometheus_metric_name("http.server.request.duration", "s", "histogram")
+    'http_server_request_duration_seconds'
+    >>> prometheus_metric_name("app.requests", "{request}", "counter", namespace="shop")
+    'shop_app_requests_total'
+    """
+    if namespace:
+        name = f"{namespace}_{name}"
+    name = _sanitize(name, _INVALID_NAME)
+    if not add_suffixes:
+        return name
+    suffix = map_unit(unit)
+    if kind == "counter" and name.endswith("_total"):
+        name = name[:-6]
+    if suffix and not name.endswith("_" + suffix):
+        name = f"{name}_{suffix}"
+    return name + "_total" if kind == "counter" else name
+
+
+def _label_value(value: Any) -> str:
+    # As the SDK reader writes non-string attribute values: JSON (true, 3, [1, 2]).
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _number(value: float) -> str:
+    # The text prometheus_client writes (Go's): repr for ordinary values, an exponent from 1e6 up where Python's
+    # repr waits until 1e16, and +Inf, -Inf, NaN. A unit test compares the two.
+    if -1e6 < value < 1e6:
+        return repr(value)
+    if value != value:
+        return "NaN"
+    if value in (_INF, -_INF):
+        return "+Inf" if value > 0 else "-Inf"
+    text = repr(value)
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+_INF = float("inf")
+
+
+# --- Storage ----------------------------------------------------------------------------------------------------
+
+# How a point changes its output: a cumulative total (restart rules), a delta to add, a level whose output is
+# the sum of its inputs' current values (UpDownCounters), or a value to set (Gauges, one series per worker).
+_CUMULATIVE, _DELTA, _LEVEL, _SET = range(4)
+
+Labels = tuple[Any, ...]
+"""An output series: ``(label names tuple, value, value, ...)``, names sorted; the names tuple is shared."""
+
+
+class _Family:
+    __slots__ = ("help", "kind", "name", "tables")
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help_text
+        self.tables: dict[tuple[float, ...], _Table] = {}
+
+
+class _Table:
+    """The series of one family with one set of bucket bounds (none for counters and gauges).
+
+    Memory is the point of this layout: no object per series. An output series is its label tuple, a key
+    into ``outputs`` whose value is a row number in ``out``; an input stream is the same label tuple under
+    its origin in ``inputs``, with a row in ``last`` and one entry in ``start`` and ``seen``. A row is
+    ``stride`` floats: the value, or ``count, sum, bucket...`` for histograms.
+    """
+
+    __slots__ = ("bounds", "inputs", "last", "oldest", "out", "outputs", "seen", "start", "stride", "updated")
+
+    def __init__(self, bounds: tuple[float, ...], histogram: bool) -> None:
+        self.bounds = bounds
+        self.stride = len(bounds) + 3 if histogram else 1
+        self.outputs: dict[Labels, int] = {}
+        self.out = array("d")
+        self.inputs: dict[int, dict[Labels, int]] = {}
+        self.last = array("d")
+        self.start = array("q")
+        self.seen = array("d")
+        self.oldest = float("inf")
+        self.updated = 0.0
+
+    def output_row(self, labels: Labels) -> int:
+        row = self.outputs.get(labels)
+        if row is None:
+            row = self.outputs[labels] = len(self.out) // self.stride
+            self.out.extend(_zeros(self.stride))
+        return row
+
+    def expire(self, horizon: float, level: bool) -> None:
+        """Forget inputs not seen since ``horizon``, then every output no live input feeds; compact the arrays."""
+        if self.oldest >= horizon:
+            return
+        stride = self.stride
+        old_last, old_out = self.last, self.out
+        last, start, seen = array("d"), array("q"), array("d")
+        inputs: dict[int, dict[Labels, int]] = {}
+        alive: set[Labels] = set()
+        oldest = float("inf")
+        for origin, streams in self.inputs.items():
+            kept: dict[Labels, int] = {}
+            for labels, row in streams.items():
+                when = self.seen[row]
+                if when < horizon:
+                    if level:  # a vanished worker's level (requests in flight) no longer holds
+                        old_out[self.outputs[labels] * stride] -= old_last[row * stride]
+                    continue
+                kept[labels] = len(seen)
+                last.extend(old_last[row * stride : (row + 1) * stride])
+                start.append(self.start[row])
+                seen.append(when)
+                oldest = min(oldest, when)
+                alive.add(labels)
+            if kept:
+                inputs[origin] = kept
+        out = array("d")
+        outputs: dict[Labels, int] = {}
+        for labels, row in self.outputs.items():
+            if labels in alive:
+                outputs[labels] = len(out) // stride
+                out.extend(old_out[row * stride : (row + 1) * stride])
+        self.inputs, self.last, self.start, self.seen, self.oldest = inputs, last, start, seen, oldest
+        self.outputs, self.out = outputs, out
+
+
+_ZEROS: dict[int, array[float]] = {}
+
+
+def _zeros(stride: int) -> array[float]:
+    zeros = _ZEROS.get(stride)
+    if zeros is None:
+        zeros = _ZEROS[stride] = array("d", [0.0] * stride)
+    return zeros
+
+
+class _Resource:
+    __slots__ = ("attributes", "job", "labels", "last_seen", "worker")
+
+    def __init__(self, attributes: Mapping[str, Any], worker_attributes: Collection[str], promote: bool) -> None:
+        name = attributes.get("service.name")
+        namespace = attributes.get("service.namespace")
+        job = str(name) if name is not None else ""
+        if namespace:
+            job = f"{namespace}/{job}"
+        self.job = job
+        worker = attributes.get("service.instance.id", attributes.get("process.pid", ""))
+        self.worker = _label_value(worker) if worker != "" else ""
+        shared = {
+            k: v
+            for k, v in attributes.items()
+            if k not in worker_attributes and k not in ("service.name", "service.namespace", "service.instance.id")
+        }
+        self.attributes = {sanitize_label_name(k): _label_value(v) for k, v in shared.items()}
+        self.labels: dict[str, str] = dict(self.attributes) if promote else {}
+        if job:
+            self.labels["job"] = job
+        self.last_seen = 0.0
+
+
+class PrometheusExporter:
+    """The ``prometheus`` exporter: ``export(MetricsData)`` from the pipeline, ``render()`` or ASGI for scrapes.
+
+    ``clock`` gives Unix seconds (expiry); ``worker_attributes`` are the resource attributes that tell workers
+    apart (never labels). ``bearer_token`` is the ``bearertokenauth`` extension ``config.auth`` names.
+
+    >>> from opentelemetry.sdk.metrics.export import Metric, ResourceMetrics, ScopeMetrics
+    >>> from opentelemetry.sdk.resources import Resource
+    >>> from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    >>> def batch(pid, value):
+    ...     point = NumberDataPoint({"route": "/"}, 1, 2, value)
+    ...     metric = Metric("requests", "", "1", Sum([point], AggregationTemporality.CUMULATIVE, True))
+    ...     scope = ScopeMetrics(InstrumentationScope("app"), [metric], "")
+    ...     resource = Resource({"service.name": "shop", "process.pid": pid})
+    ...     return MetricsData([ResourceMetrics(resource, [scope], "")])
+    >>> exporter = PrometheusExporter(PrometheusExporterConfig(), clock=lambda: 0.0)
+    >>> exporter.export(batch(1, 5))
+    >>> exporter.export(batch(2, 7))
+    >>> [line for line in exporter.render().decode().splitlines() if line.startswith("requests")]
+    ['requests_total{job="shop",otel_scope_name="app",otel_scope_schema_url="",otel_scope_version="",route="/"} 12.0']
+    """
+
+    def __init__(
+        self,
+        config: PrometheusExporterConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        worker_attributes: Collection[str] = DEFAULT_WORKER_ATTRIBUTES,
+        bearer_token: BearerTokenAuthExtensionConfig | None = None,
+        read_text: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8"),
+    ) -> None:
+        config = config or PrometheusExporterConfig()
+        if config.auth is not None and bearer_token is None:
+            raise ValueError(
+                f"exporters.prometheus.auth.authenticator: extension {config.auth.authenticator!r} "
+                "must be given to the exporter as bearer_token"
+            )
+        self.config = config
+        self._clock = clock
+        self._expiry = config.metric_expiration
+        self._worker_attributes = frozenset(worker_attributes)
+        self._promote = config.resource_to_telemetry_conversion.enabled
+        self._const_labels = {sanitize_label_name(k): v for k, v in config.const_labels.items()}
+        self._lock = threading.Lock()
+        self._families: dict[tuple[str, str], _Family] = {}
+        self._resources: dict[Hashable, _Resource] = {}
+        self._origins: dict[tuple[Hashable, Hashable], int] = {}
+        self._origin_seen: dict[int, float] = {}
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # (fixed labels, attribute keys) -> (label names, order): how a point's values become a label tuple.
+        self._plans: dict[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], tuple[tuple[str, ...], list[int]]] = {}
+        self._label_names: dict[str, str] = {}
+        self._token: bytes | None = None
+        self._scheme = b""
+        if bearer_token is not None and config.auth is not None:
+            token = bearer_token.token.get_secret_value() if bearer_token.token is not None else None
+            if token is None:
+                token = read_text(str(bearer_token.filename))
+            self._token = token.strip().encode()
+            self._scheme = bearer_token.scheme.lower().encode()
+
+    # --- Consuming ----------------------------------------------------------------------------------------------
+
+    def export(self, data: MetricsData) -> None:
+        """Add one batch from the pipeline. Exponential histograms are not exposed (as in the SDK reader)."""
+        now = self._clock()
+        with self._lock:
+            for resource_metrics in data.resource_metrics:
+                resource_key = attributes_key(resource_metrics.resource.attributes)
+                resource = self._resources.get(resource_key)
+                if resource is None:
+                    resource = self._resources[resource_key] = _Resource(
+                        resource_metrics.resource.attributes, self._worker_attributes, self._promote
+                    )
+                resource.last_seen = now
+                for scope_metrics in resource_metrics.scope_metrics:
+                    scope = scope_metrics.scope
+                    scope_key = (scope.name, scope.version or "", scope.schema_url or "")
+                    origin = self._origins.get((resource_key, scope_key))
+                    if origin is None:
+                        origin = self._origins[(resource_key, scope_key)] = len(self._origins)
+                    self._origin_seen[origin] = now
+                    fixed = dict(self._const_labels)
+                    fixed.update(resource.labels)
+                    if not self.config.without_scope_info:
+                        fixed["otel_scope_name"] = scope.name or ""
+                        fixed["otel_scope_version"] = scope.version or ""
+                        fixed["otel_scope_schema_url"] = scope.schema_url or ""
+                    for metric in scope_metrics.metrics:
+                        self._export_metric(metric, fixed, resource, origin, now)
+            self._expire(now)
+
+    def _export_metric(self, metric: Any, fixed: dict[str, str], resource: _Resource, origin: int, now: float) -> None:
+        data = metric.data
+        if isinstance(data, Sum):
+            delta = data.aggregation_temporality is AggregationTemporality.DELTA
+            kind = "counter" if data.is_monotonic else "gauge"
+            mode = _DELTA if delta else (_CUMULATIVE if data.is_monotonic else _LEVEL)
+        elif isinstance(data, Gauge):
+            kind, mode = "gauge", _SET
+            if resource.worker:
+                fixed = {**fixed, "worker": resource.worker}
+        elif isinstance(data, Histogram):
+            kind = "histogram"
+            mode = _DELTA if data.aggregation_temporality is AggregationTemporality.DELTA else _CUMULATIVE
+        else:
+            _logger.debug("prometheus exporter: %s of %r is not exposed", type(data).__name__, metric.name)
+            return
+        name = prometheus_metric_name(
+            metric.name,
+            metric.unit or "",
+            kind,
+            namespace=self.config.namespace,
+            add_suffixes=self.config.add_metric_suffixes,
+        )
+        family = self._families.get((name, kind))
+        if family is None:
+            family = self._families[(name, kind)] = _Family(name, kind, metric.description or "")
+        fixed_items = tuple(fixed.items())
+        for point in data.data_points:
+            labels = self._labels(fixed_items, point.attributes or {})
+            if isinstance(point, HistogramDataPoint):
+                bounds = tuple(point.explicit_bounds)
+                values = [float(point.count), point.sum, *map(float, point.bucket_counts)]
+            elif isinstance(point, NumberDataPoint):
+                bounds = ()
+                values = [float(point.value)]
+            else:
+                continue
+            table = family.tables.get(bounds)
+            if table is None:
+                table = family.tables[bounds] = _Table(bounds, kind == "histogram")
+            if len(values) != table.stride:
+                continue  # a histogram point without buckets: nothing to add bucket by bucket
+            _update(table, origin, labels, values, point.start_time_unix_nano or 0, mode, now)
+
+    def _labels(self, fixed: tuple[tuple[str, str], ...], attributes: Mapping[str, Any]) -> Labels:
+        keys = tuple(attributes)
+        plan = self._plans.get((fixed, keys))
+        if plan is None:
+            plan = self._plans[(fixed, keys)] = self._plan(fixed, keys)
+        names, order = plan
+        values = [v for _, v in fixed]
+        values.extend(v if type(v) is str else _label_value(v) for v in attributes.values())
+        return (names, *[values[i] for i in order])
+
+    def _plan(self, fixed: tuple[tuple[str, str], ...], keys: tuple[str, ...]) -> tuple[tuple[str, ...], list[int]]:
+        # Point attributes come after resource and scope labels and win on a clash, as in the SDK reader.
+        position: dict[str, int] = {}
+        for index, name in enumerate([name for name, _ in fixed] + [self._label_name(k) for k in keys]):
+            position[name] = index
+        ordered = sorted(position)
+        names = self._names.setdefault(tuple(ordered), tuple(ordered))
+        return names, [position[name] for name in ordered]
+
+    def _label_name(self, key: str) -> str:
+        name = self._label_names.get(key)
+        if name is None:
+            name = self._label_names[key] = sanitize_label_name(key)
+        return name
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self._expiry
+        for key, family in list(self._families.items()):
+            for bounds, table in list(family.tables.items()):
+                table.expire(horizon, level=family.kind == "gauge")
+                if not table.outputs:
+                    del family.tables[bounds]
+            if not family.tables:
+                del self._families[key]
+        for resource_key, resource in list(self._resources.items()):
+            if resource.last_seen < horizon:
+                del self._resources[resource_key]
+        for origin_key, origin in list(self._origins.items()):
+            if self._origin_seen[origin] < horizon:
+                del self._origins[origin_key], self._origin_seen[origin]
+
+    # --- Serving ------------------------------------------------------------------------------------------------
+
+    def series_count(self) -> int:
+        """Output series currently exposed (histograms count once, not per bucket)."""
+        with self._lock:
+            return sum(len(t.outputs) for f in self._families.values() for t in f.tables.values())
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition (format 0.0.4) of every live series, with ``target_info`` first."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            lines: list[str] = []
+            self._render_target_info(lines)
+            for family in self._families.values():
+                _render_family(family, lines, now if self.config.send_timestamps else None)
+        return "".join(lines).encode()
+
+    def _render_target_info(self, lines: list[str]) -> None:
+        # One target_info per job: the resource attributes its live workers share (per-worker ones are gone).
+        jobs: dict[str, dict[str, str]] = {}
+        for resource in self._resources.values():
+            common = jobs.get(resource.job)
+            if common is None:
+                jobs[resource.job] = dict(resource.attributes)
+            else:
+                for key in [k for k, v in common.items() if resource.attributes.get(k) != v]:
+                    del common[key]
+        if not jobs:
+            return
+        lines.append("# HELP target_info Target metadata\n# TYPE target_info gauge\n")
+        for job, attributes in jobs.items():
+            labels = {**attributes, **self._const_labels}
+            if job:
+                labels["job"] = job
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+            lines.append(f"target_info{{{text}}} 1.0\n" if text else "target_info 1.0\n")
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        """ASGI app: ``GET /metrics`` (gzip when accepted; bearer token when ``auth`` is set)."""
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        if scope["path"] != "/metrics":
+            await _answer(send, 404, b"not found: scrape /metrics\n")
+        elif scope["method"] not in ("GET", "HEAD"):
+            await _answer(send, 405, b"method not allowed: use GET\n", [(b"allow", b"GET")])
+        elif self._token is not None and not self._authorized(headers.get(b"authorization")):
+            await _answer(send, 401, b"missing or invalid bearer token\n", [(b"www-authenticate", b"Bearer")])
+        else:
+            # Rendering tens of thousands of series takes milliseconds: keep it off the event loop.
+            body = await asyncio.to_thread(self.render)
+            extra = [(b"content-type", CONTENT_TYPE.encode())]
+            if b"gzip" in headers.get(b"accept-encoding", b"").lower():
+                body = gzip.compress(body, compresslevel=6)
+                extra.append((b"content-encoding", b"gzip"))
+            await _answer(send, 200, body if scope["method"] == "GET" else b"", extra)
+
+    def _authorized(self, header: bytes | None) -> bool:
+        scheme, _, token = (header or b"").strip().partition(b" ")
+        return hmac.compare_digest(token.strip(), self._token or b"") and scheme.lower() == self._scheme
+
+
+def _update(
+    table: _Table, origin: int, labels: Labels, values: Sequence[float], start: int, mode: int, now: float
+) -> None:
+    # Hot path: runs once per data point; plain indexing into flat arrays, no objects per series.
+    streams = table.inputs.get(origin)
+    if streams is None:
+        streams = table.inputs[origin] = {}
+    stride = table.stride
+    row = streams.get(labels)
+    # A new output keeps this very tuple as its key, and a new input below stores the same object: one worker's
+    # series costs one label tuple, not two.
+    out_row = table.output_row(labels) * stride
+    if row is None:
+        row = streams[labels] = len(table.seen)
+        table.last.extend(_zeros(stride))
+        table.start.append(start)
+        table.seen.append(now)
+        restarted = True
+    else:
+        restarted = start != table.start[row] or values[0] < table.last[row * stride]
+    base = row * stride
+    out, last = table.out, table.last
+    if mode == _CUMULATIVE:
+        for i, value in enumerate(values):
+            out[out_row + i] += value if restarted else value - last[base + i]
+            last[base + i] = value
+    elif mode == _DELTA:
+        for i, value in enumerate(values):
+            out[out_row + i] += value
+    elif mode == _LEVEL:
+        # An up-down count is a level: the output is the sum of its inputs' current levels, and a restarted
+        # input replaces its contribution (a restarted worker has no requests in flight).
+        out[out_row] += values[0] - last[base]
+        last[base] = values[0]
+    else:
+        out[out_row] = last[base] = values[0]
+    table.start[row] = start
+    table.seen[row] = now
+    table.updated = now
+    if now < table.oldest:
+        table.oldest = now
+
+
+def _render_family(family: _Family, lines: list[str], now: float | None) -> None:
+    name = family.name
+    help_text = family.help.replace("\\", r"\\").replace("\n", r"\n")
+    lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {family.kind}\n")
+    all_names: set[tuple[str, ...]] = {labels[0] for table in family.tables.values() for labels in table.outputs}
+    union = sorted({n for names in all_names for n in names})
+    for table in family.tables.values():
+        stamp = f" {int(table.updated * 1000)}" if now is not None else ""
+        out, stride = table.out, table.stride
+        for labels, row in table.outputs.items():
+            names = labels[0]
+            if len(names) == len(union):
+                pairs = zip(names, labels[1:], strict=True)
+            else:  # as the SDK reader does: every series of a family carries every label, "" when absent
+                present = dict(zip(names, labels[1:], strict=True))
+                pairs = zip(union, [present.get(n, "") for n in union], strict=True)
+            text = ",".join([f'{n}="{_escape(v)}"' for n, v in pairs])
+            base = row * stride
+            if stride == 1:
+                lines.append(
+                    f"{name}{{{text}}} {_number(out[base])}{stamp}\n"
+                    if text
+                    else f"{name} {_number(out[base])}{stamp}\n"
+                )
+                continue
+            sep = "," if text else ""
+            cumulative = 0.0
+            for bound, index in zip((*table.bounds, "+Inf"), range(base + 2, base + stride), strict=True):
+                cumulative += out[index]
+                lines.append(f'{name}_bucket{{{text}{sep}le="{bound}"}} {_number(cumulative)}{stamp}\n')
+            braces = f"{{{text}}}" if text else ""
+            lines.append(f"{name}_count{braces} {_number(out[base])}{stamp}\n")
+            lines.append(f"{name}_sum{braces} {_number(out[base + 1])}{stamp}\n")
+
+
+async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    extra = headers or [(b"content-type", b"text/plain; charset=utf-8")]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*extra, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
