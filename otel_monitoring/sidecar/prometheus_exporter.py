@@ -222,8 +222,8 @@ class _Table:
     """The series of one family with one set of bucket bounds (none for counters and gauges).
 
     Memory is the point of this layout: no object per series. An output series is its label tuple, a key
-    into ``outputs`` whose value is a row number in ``out``; an input stream is the same label tuple under
-    its origin in ``inputs``, with a row in ``last`` and one entry in ``start`` and ``seen``. A row is
+    into ``outputs`` whose value is a row number in ``out``; an input stream is that row number (the same int
+    object) under its origin in ``inputs``, with a row in ``last`` and one entry in ``start`` and ``seen``. A row is
     ``stride`` floats: the value, or ``count, sum, bucket...`` for histograms.
     """
 
@@ -234,7 +234,7 @@ class _Table:
         self.stride = len(bounds) + 3 if histogram else 1
         self.outputs: dict[Labels, int] = {}
         self.out = array("d")
-        self.inputs: dict[int, dict[Labels, int]] = {}
+        self.inputs: dict[int, dict[int, int]] = {}
         self.last = array("d")
         self.start = array("q")
         self.seen = array("d")
@@ -254,33 +254,35 @@ class _Table:
             return
         stride = self.stride
         old_last, old_out = self.last, self.out
-        last, start, seen = array("d"), array("q"), array("d")
-        inputs: dict[int, dict[Labels, int]] = {}
-        alive: set[Labels] = set()
-        oldest = float("inf")
+        kept: list[tuple[int, int, int]] = []  # (origin, old output row, old input row)
+        alive: set[int] = set()
         for origin, streams in self.inputs.items():
-            kept: dict[Labels, int] = {}
-            for labels, row in streams.items():
-                when = self.seen[row]
-                if when < horizon:
+            for out_row, row in streams.items():
+                if self.seen[row] < horizon:
                     if level:  # a vanished worker's level (requests in flight) no longer holds
-                        old_out[self.outputs[labels] * stride] -= old_last[row * stride]
+                        old_out[out_row * stride] -= old_last[row * stride]
                     continue
-                kept[labels] = len(seen)
-                last.extend(old_last[row * stride : (row + 1) * stride])
-                start.append(self.start[row])
-                seen.append(when)
-                oldest = min(oldest, when)
-                alive.add(labels)
-            if kept:
-                inputs[origin] = kept
+                kept.append((origin, out_row, row))
+                alive.add(out_row)
         out = array("d")
         outputs: dict[Labels, int] = {}
+        moved: dict[int, int] = {}
         for labels, row in self.outputs.items():
-            if labels in alive:
-                outputs[labels] = len(out) // stride
+            if row in alive:
+                moved[row] = outputs[labels] = len(out) // stride
                 out.extend(old_out[row * stride : (row + 1) * stride])
-        self.inputs, self.last, self.start, self.seen, self.oldest = inputs, last, start, seen, oldest
+        last, start, seen = array("d"), array("q"), array("d")
+        inputs: dict[int, dict[int, int]] = {}
+        for origin, out_row, row in kept:
+            new_streams = inputs.get(origin)
+            if new_streams is None:
+                new_streams = inputs[origin] = {}
+            new_streams[moved[out_row]] = len(seen)
+            last.extend(old_last[row * stride : (row + 1) * stride])
+            start.append(self.start[row])
+            seen.append(self.seen[row])
+        self.oldest = min(seen, default=float("inf"))
+        self.inputs, self.last, self.start, self.seen = inputs, last, start, seen
         self.outputs, self.out = outputs, out
 
 
@@ -576,12 +578,13 @@ def _update(
     if streams is None:
         streams = table.inputs[origin] = {}
     stride = table.stride
-    row = streams.get(labels)
-    # A new output keeps this very tuple as its key, and a new input below stores the same object: one worker's
-    # series costs one label tuple, not two.
-    out_row = table.output_row(labels) * stride
+    # Inputs are keyed by their output's row number, the very int object the output dict holds: a worker's
+    # stream costs a dict entry, an int and its array slots, and no second label tuple.
+    out_index = table.output_row(labels)
+    out_row = out_index * stride
+    row = streams.get(out_index)
     if row is None:
-        row = streams[labels] = len(table.seen)
+        row = streams[out_index] = len(table.seen)
         table.last.extend(_zeros(stride))
         table.start.append(start)
         table.seen.append(now)

@@ -131,3 +131,14 @@ def test_database_overhead_quick_run_reports_us_per_query_for_bare_ours_and_the_
     assert all(value > 0 for value in figures.values())
     # The peer makes a span per query: slower than ours in any run, quick or not.
     assert figures["opentelemetry-instrumentation-sqlalchemy"] > figures["otel_monitoring"]
+
+
+def test_sidecar_series_memory_quick_run_keeps_at_most_half_of_prometheus_client_per_series() -> None:
+    done = run_quick("sidecar_series_memory.py", timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    rows = dict(re.findall(r"^\| (\w+, 1 worker) \| [\d,]+ \| [\d,]+ \| (\d+\.\d\d) \|$", done.stdout, re.MULTILINE))
+    assert set(rows) == {"counter, 1 worker", "histogram, 1 worker"}, done.stdout
+    assert all(float(ratio) <= 0.5 for ratio in rows.values()), rows  # the target
+    render = re.search(r"^\| otel_monitoring render\(\) \| (\d+\.\d) \| (\d+\.\d\d) \|$", done.stdout, re.MULTILINE)
+    assert render is not None and float(render.group(1)) > 0, done.stdout
