@@ -73,6 +73,7 @@ DEFAULT_WORKER_ATTRIBUTES: Final[frozenset[str]] = frozenset(
 ``target_info``, so that the series of all workers of a service add up into one."""
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+_MAX_PLANS: Final = 4096
 
 # --- Names: the OpenTelemetry-to-Prometheus translation --------------------------------------------------------
 # https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/#metric-metadata-1
@@ -460,6 +461,9 @@ class PrometheusExporter:
         keys = tuple(attributes)
         plan = self._plans.get((fixed, keys))
         if plan is None:
+            if len(self._plans) >= _MAX_PLANS:  # workers come and go (a Gauge's plan names its worker): stay bounded
+                self._plans.clear()
+                self._label_names.clear()
             plan = self._plans[(fixed, keys)] = self._plan(fixed, keys)
         names, order = plan
         values = [v for _, v in fixed]
