@@ -109,10 +109,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_collector_command(subparsers: _Subparsers) -> None:
     collector = subparsers.add_parser(
         "collector",
-        help="the collector sidecar's configuration",
-        description="The collector sidecar (docs/sidecar-config.md). Only checking a config exists so far.",
+        help="run the collector sidecar, or check its config",
+        description="Run the collector sidecar (docs/sidecar.md): receive OTLP from the workers, run the "
+        "processors and export, until SIGTERM or SIGINT. Without --config it runs the embedded default config.",
     )
-    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION", required=True)
+    # Its own dest: the top-level --config is the settings file (the pseudonym key), this one the sidecar's config.
+    collector.add_argument(
+        "--config", dest="collector_config", metavar="FILE", default=None, help="sidecar config file (YAML)"
+    )
+    collector.set_defaults(func=_collector_run)
+    actions = collector.add_subparsers(dest="collector_command", metavar="ACTION")
     validate = actions.add_parser(
         "validate",
         help="check a sidecar config file without starting anything",
@@ -124,6 +130,31 @@ def _add_collector_command(subparsers: _Subparsers) -> None:
         "--config", dest="collector_config", metavar="FILE", required=True, help="sidecar config file (YAML)"
     )
     validate.set_defaults(func=_collector_validate)
+
+
+def _collector_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from otel_monitoring import config
+    from otel_monitoring.sidecar.config import CollectorConfigError, load_collector_config
+    from otel_monitoring.sidecar.service import CollectorService
+
+    load_command_settings(args)  # fail fast on bad settings; they carry the pseudonym key
+    try:
+        collector = load_collector_config(args.collector_config, environ=getattr(args, "environ", None))
+    except CollectorConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    # The sidecar is a program, not a library in a host: it owns its log output.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for warning in collector.warnings:
+        logging.getLogger("otel_monitoring.sidecar").warning("%s", warning)
+    try:
+        service = CollectorService(collector, settings=config.reload_settings(getattr(args, "config", None)))
+        return service.run()
+    except CollectorConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _collector_validate(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """The collector sidecar: one process per pod that receives OTLP from every worker, runs the processors and exports.
 
-Only the configuration layer exists so far (:mod:`otel_monitoring.sidecar.config`); the receiver, exporters, queues
-and service are built from its models. docs/sidecar-config.md describes the file format.
+``otel-monitoring collector [--config FILE]`` runs it (:mod:`otel_monitoring.sidecar.service`): the OTLP/HTTP
+receiver, the processors, the ``prometheus`` and ``prometheusremotewrite`` exporters, the memory limiter, batching
+and the health check, all built from the config models (:mod:`otel_monitoring.sidecar.config`, docs/sidecar-config.md).
+What is not built yet is listed in docs/sidecar.md.
 
 >>> from otel_monitoring.sidecar import load_collector_config
 >>> load_collector_config(None).service.pipelines["metrics"].exporters

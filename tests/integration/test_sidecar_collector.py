@@ -1,0 +1,210 @@
+"""`otel-monitoring collector` as a process: two workers' stock OTLP exporters in, one clean scrape target out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_monitoring._instruments import MetricsRegistry
+from processors import ProcessorContext, build_pipeline
+from tests.support import free_port, running
+
+PSEUDONYM_KEY = "integration-pseudonym-key-0123456789"
+CLIENT = "acme-corp-42"
+EMAIL = "ana.silva@example.com"
+ADDS = {"worker-1": [2, 1], "worker-2": [4]}
+
+
+def _config(tmp_path: Path, otlp: int, prometheus: int, health: int) -> Path:
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        f"""
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{otlp}
+processors:
+  memory_limiter:
+  sanitize:
+  cardinality:
+  batch:
+    timeout: 50ms
+exporters:
+  prometheus:
+    endpoint: 127.0.0.1:{prometheus}
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{health}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [memory_limiter, sanitize, cardinality, batch]
+      exporters: [prometheus]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    ports = {"otlp": free_port(), "prometheus": free_port(), "health": free_port()}
+    config = _config(tmp_path, ports["otlp"], ports["prometheus"], ports["health"])
+    urls = {
+        "otlp": f"http://127.0.0.1:{ports['otlp']}/v1/metrics",
+        "metrics": f"http://127.0.0.1:{ports['prometheus']}/metrics",
+        "health": f"http://127.0.0.1:{ports['health']}/",
+    }
+    argv = [sys.executable, "-m", "otel_monitoring", "collector", "--config", str(config)]
+    env = {"OTEL_MONITORING_PSEUDONYM_KEY": PSEUDONYM_KEY}
+    with running(argv, urls["health"], env=env) as process:
+        yield process, urls
+
+
+class _CountingExporter(OTLPMetricExporter):
+    """The stock exporter, counting the data points it sent (force_flush and shutdown each export once)."""
+
+    points = 0
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float | None = 10_000, **kwargs: object) -> Any:
+        result = super().export(metrics_data, timeout_millis, **kwargs)
+        _CountingExporter.points += sum(
+            len(m.data.data_points)
+            for rm in metrics_data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        )
+        return result
+
+
+def _send_as_worker(endpoint: str, instance_id: str, adds: list[int]) -> None:
+    resource = Resource({"service.name": "content-api", "service.instance.id": instance_id})
+    reader = PeriodicExportingMetricReader(_CountingExporter(endpoint=endpoint), export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader], resource=resource)
+    counter = provider.get_meter("worker").create_counter("content.generations", unit="{generation}")
+    for value in adds:
+        counter.add(value, {"client_id": CLIENT, "contact": EMAIL})
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+
+
+def _expected_pseudonym() -> str:
+    # The in-process path's sanitize with the same key: the sidecar must give the customer the same pseudonym.
+    context = ProcessorContext(MetricsRegistry(), secrets={"pseudonym_key": PSEUDONYM_KEY})
+    pipeline = build_pipeline({}, ["sanitize"], context)
+    point = NumberDataPoint({"client_id": CLIENT}, 1, 2, 1)
+    metric = Metric("m", "", "1", Sum([point], AggregationTemporality.CUMULATIVE, True))
+    data = MetricsData([ResourceMetrics(Resource({}), [ScopeMetrics(InstrumentationScope("s"), [metric], "")], "")])
+    [resource_metrics] = pipeline.process(data).resource_metrics
+    [out] = resource_metrics.scope_metrics[0].metrics[0].data.data_points
+    return str((out.attributes or {})["client_id"])
+
+
+def _generations(metrics_url: str) -> list[tuple[dict[str, str], float]]:
+    text = httpx.get(metrics_url, timeout=5).text
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "content_generations_total"
+    ]
+
+
+def _own_metrics(metrics_url: str) -> dict[str, float]:
+    text = httpx.get(metrics_url, timeout=5).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("receiver") == "otlp" or sample.labels.get("exporter") == "prometheus"
+    }
+
+
+def test_sums_two_workers_removes_personal_data_and_stops_on_sigterm(
+    sidecar: tuple[subprocess.Popen[bytes], dict[str, str]],
+) -> None:
+    process, urls = sidecar
+    _CountingExporter.points = 0
+    assert httpx.get(urls["health"], timeout=5).status_code == 200
+    for instance_id, adds in ADDS.items():
+        _send_as_worker(urls["otlp"], instance_id, adds)
+
+    expected_total = sum(sum(adds) for adds in ADDS.values())
+    deadline = time.monotonic() + 10
+    # Polled: the batch processor sends on within its timeout, and the last export may land in a later batch.
+    while (own := _own_metrics(urls["metrics"])).get("otelcol_exporter_sent_metric_points_total") != (
+        _CountingExporter.points
+    ):
+        assert time.monotonic() < deadline, f"the sidecar never exported every point: {own}"
+        time.sleep(0.05)
+
+    [(labels, value)] = _generations(urls["metrics"])  # one series: the two workers are summed, not kept apart
+    assert value == expected_total
+    assert labels["client_id"] == _expected_pseudonym() != CLIENT
+    assert labels["contact"] != EMAIL
+    body = httpx.get(urls["metrics"], timeout=5).text
+    assert CLIENT not in body and EMAIL not in body
+    assert own["otelcol_receiver_accepted_metric_points_total"] == _CountingExporter.points > 0
+    assert own["otelcol_receiver_refused_metric_points_total"] == 0
+
+    started = time.monotonic()
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+
+
+UNDEFINED = "service:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      exporters: [prometheus]\n"
+NOT_BUILT = """
+receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
+exporters: {otlphttp/gateway: {endpoint: "http://gateway:4318"}}
+service: {pipelines: {metrics: {receivers: [otlp], exporters: [otlphttp/gateway]}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        (UNDEFINED, "service.pipelines.metrics.receivers[0]", "is not defined under receivers"),
+        (NOT_BUILT, "exporters.otlphttp/gateway", "is not available yet"),
+    ],
+)
+def test_a_config_that_cannot_run_exits_2_with_one_line(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_monitoring", "collector", "--config", str(path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "OTEL_MONITORING_PSEUDONYM_KEY": PSEUDONYM_KEY},
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.decode().strip().splitlines()
+    assert line.startswith(f"otel-monitoring: error: {key}: ") and problem in line
