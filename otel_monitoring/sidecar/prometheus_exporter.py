@@ -44,6 +44,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
+from otel_monitoring.sidecar._asgi import serve_lifespan
 from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, PrometheusExporterConfig
 from processors._merge import attributes_key
 
@@ -547,9 +548,7 @@ class PrometheusExporter:
     ) -> None:
         """ASGI app: ``GET /metrics`` (gzip when accepted; bearer token when ``auth`` is set)."""
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return

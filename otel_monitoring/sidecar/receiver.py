@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from otel_monitoring.sidecar._asgi import serve_lifespan
 from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, OTLPHTTPServerConfig
 from otel_monitoring.sidecar.otlp import (
     OTLPDecodeError,
@@ -158,7 +159,7 @@ class OTLPHTTPReceiver:
         if kind == "http":
             await self._handle(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
@@ -348,16 +349,6 @@ async def _drain(receive: Callable[[], Awaitable[Any]], already: int) -> None:
             return
         drained += len(message.get("body", b""))
         if not message.get("more_body", False):
-            return
-
-
-async def _lifespan(receive: Callable[[], Awaitable[Any]], send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
             return
 
 

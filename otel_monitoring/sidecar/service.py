@@ -36,6 +36,7 @@ import uvicorn
 from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_monitoring._instruments import MetricsRegistry
+from otel_monitoring.sidecar._asgi import serve_lifespan
 from otel_monitoring.sidecar.config import (
     BatchConfig,
     BearerTokenAuthExtensionConfig,
@@ -295,9 +296,7 @@ class HealthCheck:
         send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
     ) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
