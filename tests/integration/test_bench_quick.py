@@ -142,3 +142,24 @@ def test_sidecar_series_memory_quick_run_keeps_at_most_half_of_prometheus_client
     assert all(float(ratio) <= 0.5 for ratio in rows.values()), rows  # the target
     render = re.search(r"^\| otel_monitoring render\(\) \| (\d+\.\d) \| (\d+\.\d\d) \|$", done.stdout, re.MULTILINE)
     assert render is not None and float(render.group(1)) > 0, done.stdout
+
+
+def test_sidecar_throughput_quick_run_reports_points_per_s_beside_the_python_ceiling() -> None:
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        pytest.skip("wrk and taskset drive and pin the load (Debian packages 'wrk' and 'util-linux')")
+    done = run_quick("sidecar_throughput.py", timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    ours = re.search(
+        r"^\| otel_monitoring sidecar \(default pipeline\) \| (\d+) \| 1\.00 \| [\d.]+ \| ok \|$", done.stdout, re.M
+    )
+    ceiling = re.search(
+        r"^\| Python ceiling \(upb parse \+ read every point\) \| (\d+) \| (\d\.\d\d) \| \| \|$", done.stdout, re.M
+    )
+    assert ours is not None and ceiling is not None, done.stdout
+    assert int(ours.group(1)) > 0 and int(ceiling.group(1)) > 0
+    assert float(ceiling.group(2)) == pytest.approx(int(ours.group(1)) / int(ceiling.group(1)), abs=0.01)
+    # rotel is optional in quick mode: measured when .venv/peers/rotel has it, else said to be missing
+    assert re.search(
+        r"^\| rotel \S+ \(blackhole\) \| (\d+ \| \d\.\d\d \| [\d.]+|not installed \| \|) \| \|$", done.stdout, re.M
+    ), done.stdout
