@@ -19,23 +19,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Metric,
-    MetricsData,
-    NumberDataPoint,
-    PeriodicExportingMetricReader,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otel_monitoring._instruments import MetricsRegistry
-from processors import ProcessorContext, build_pipeline
 from tests.e2e.conftest import start_debian_server
+from tests.sidecar_support import in_process_pseudonym, send_as_worker, write_sidecar_config
 from tests.support import free_port, running
 
 pytestmark = pytest.mark.e2e
@@ -50,45 +36,6 @@ WORKERS = {
     "worker-2": ([4], [0.7]),
 }
 T = TypeVar("T")
-
-
-def _sidecar_config(path: Path, otlp: int, metrics: int, health: int, remote_write_url: str) -> Path:
-    # external_labels are added only where a series lacks the label, and the scrape job adds path="scrape":
-    # both paths write the same metric names into one Prometheus, and this label tells them apart.
-    path.write_text(
-        f"""
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  memory_limiter:
-  sanitize:
-  cardinality:
-  batch:
-    timeout: 50ms
-exporters:
-  prometheus:
-    endpoint: 127.0.0.1:{metrics}
-  prometheusremotewrite:
-    endpoint: {remote_write_url}
-    external_labels:
-      path: remote_write
-extensions:
-  health_check:
-    endpoint: 127.0.0.1:{health}
-service:
-  extensions: [health_check]
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      processors: [memory_limiter, sanitize, cardinality, batch]
-      exporters: [prometheus, prometheusremotewrite]
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def _prometheus_args(sidecar_metrics: int) -> Callable[[str, Path], list[str]]:
@@ -118,34 +65,6 @@ scrape_configs:
         ]
 
     return args
-
-
-def _send_as_worker(endpoint: str, instance_id: str, adds: list[int], observations: list[float]) -> None:
-    resource = Resource({"service.name": "content-api", "service.instance.id": instance_id})
-    # The interval is never reached: force_flush (and shutdown) make the exports.
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint), export_interval_millis=3_600_000)
-    provider = MeterProvider(metric_readers=[reader], resource=resource)
-    meter = provider.get_meter("worker")
-    counter = meter.create_counter("content.generations", unit="{generation}")
-    histogram = meter.create_histogram("content.generation.duration", unit="s")
-    for value in adds:
-        counter.add(value, {"client_id": CLIENT, "user.email": EMAIL})
-    for seconds in observations:
-        histogram.record(seconds, {"client_id": CLIENT})
-    assert provider.force_flush(10_000)
-    provider.shutdown()
-
-
-def _expected_pseudonym() -> str:
-    # The in-process path's sanitize with the same key: a customer has one pseudonym in both deployments.
-    context = ProcessorContext(MetricsRegistry(), secrets={"pseudonym_key": PSEUDONYM_KEY})
-    pipeline = build_pipeline({}, ["sanitize"], context)
-    point = NumberDataPoint({"client_id": CLIENT}, 1, 2, 1)
-    metric = Metric("m", "", "1", Sum([point], AggregationTemporality.CUMULATIVE, True))
-    data = MetricsData([ResourceMetrics(Resource({}), [ScopeMetrics(InstrumentationScope("s"), [metric], "")], "")])
-    [resource_metrics] = pipeline.process(data).resource_metrics
-    [out] = resource_metrics.scope_metrics[0].metrics[0].data.data_points
-    return str((out.attributes or {})["client_id"])
 
 
 def _api(url: str, path: str, **params: Any) -> Any:
@@ -184,14 +103,21 @@ def test_prometheus_scrapes_and_receives_the_workers_sums_without_personal_data(
     with start_debian_server(
         tmp_path_factory, PROMETHEUS_BINARY, _prometheus_args(metrics), package="prometheus"
     ) as server:
-        config = _sidecar_config(tmp_path / "collector.yaml", otlp, metrics, health, f"{server.url}/api/v1/write")
+        # external_labels are added only where a series lacks the label, and the scrape job adds path="scrape":
+        # both paths write the same metric names into one Prometheus, and this label tells them apart.
+        remote_write = {"endpoint": f"{server.url}/api/v1/write", "external_labels": {"path": "remote_write"}}
+        config = write_sidecar_config(
+            tmp_path / "collector.yaml", otlp=otlp, prometheus=metrics, health=health, remote_write=remote_write
+        )
         argv = [sys.executable, "-m", "otel_monitoring", "collector", "--config", str(config)]
         health_url = f"http://127.0.0.1:{health}/"
         with running(argv, health_url, env={"OTEL_MONITORING_PSEUDONYM_KEY": PSEUDONYM_KEY}) as sidecar:
             deadline = time.monotonic() + 20
             _eventually(lambda: httpx.get(health_url, timeout=5).status_code, 200, deadline, "sidecar health")
             for instance, (adds, recorded) in WORKERS.items():
-                _send_as_worker(f"http://127.0.0.1:{otlp}/v1/metrics", instance, adds, recorded)
+                exporter = OTLPMetricExporter(endpoint=f"http://127.0.0.1:{otlp}/v1/metrics")
+                attributes = {"client_id": CLIENT, "user.email": EMAIL}
+                send_as_worker(exporter, instance, adds, attributes, recorded, {"client_id": CLIENT})
 
             # (1) The scrape: one series, the sum over both workers; the sidecar's job survives honor_labels.
             scraped = 'content_generations_total{path="scrape"}'
@@ -222,7 +148,7 @@ def test_prometheus_scrapes_and_receives_the_workers_sums_without_personal_data(
                 assert len(buckets) > 2
 
             # (3) No raw customer id or email in any label value of any series Prometheus holds.
-            pseudonym = _expected_pseudonym()
+            pseudonym = in_process_pseudonym(CLIENT, PSEUDONYM_KEY)
             assert pseudonym.startswith("u_")
             client_ids = set(_api(server.url, "label/client_id/values"))
             assert client_ids == {pseudonym}

@@ -14,23 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Metric,
     MetricsData,
-    NumberDataPoint,
-    PeriodicExportingMetricReader,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
 )
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_monitoring._instruments import MetricsRegistry
-from processors import ProcessorContext, build_pipeline
+from tests.sidecar_support import in_process_pseudonym, send_as_worker, write_sidecar_config
 from tests.support import free_port, running
 
 PSEUDONYM_KEY = "integration-pseudonym-key-0123456789"
@@ -39,44 +28,12 @@ EMAIL = "ana.silva@example.com"
 ADDS = {"worker-1": [2, 1], "worker-2": [4]}
 
 
-def _config(tmp_path: Path, otlp: int, prometheus: int, health: int) -> Path:
-    path = tmp_path / "collector.yaml"
-    path.write_text(
-        f"""
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  memory_limiter:
-  sanitize:
-  cardinality:
-  batch:
-    timeout: 50ms
-exporters:
-  prometheus:
-    endpoint: 127.0.0.1:{prometheus}
-extensions:
-  health_check:
-    endpoint: 127.0.0.1:{health}
-service:
-  extensions: [health_check]
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      processors: [memory_limiter, sanitize, cardinality, batch]
-      exporters: [prometheus]
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 @pytest.fixture
 def sidecar(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     ports = {"otlp": free_port(), "prometheus": free_port(), "health": free_port()}
-    config = _config(tmp_path, ports["otlp"], ports["prometheus"], ports["health"])
+    config = write_sidecar_config(
+        tmp_path / "collector.yaml", otlp=ports["otlp"], prometheus=ports["prometheus"], health=ports["health"]
+    )
     urls = {
         "otlp": f"http://127.0.0.1:{ports['otlp']}/v1/metrics",
         "metrics": f"http://127.0.0.1:{ports['prometheus']}/metrics",
@@ -102,29 +59,6 @@ class _CountingExporter(OTLPMetricExporter):
             for m in sm.metrics
         )
         return result
-
-
-def _send_as_worker(endpoint: str, instance_id: str, adds: list[int]) -> None:
-    resource = Resource({"service.name": "content-api", "service.instance.id": instance_id})
-    reader = PeriodicExportingMetricReader(_CountingExporter(endpoint=endpoint), export_interval_millis=3_600_000)
-    provider = MeterProvider(metric_readers=[reader], resource=resource)
-    counter = provider.get_meter("worker").create_counter("content.generations", unit="{generation}")
-    for value in adds:
-        counter.add(value, {"client_id": CLIENT, "contact": EMAIL})
-    assert provider.force_flush(10_000)
-    provider.shutdown()
-
-
-def _expected_pseudonym() -> str:
-    # The in-process path's sanitize with the same key: the sidecar must give the customer the same pseudonym.
-    context = ProcessorContext(MetricsRegistry(), secrets={"pseudonym_key": PSEUDONYM_KEY})
-    pipeline = build_pipeline({}, ["sanitize"], context)
-    point = NumberDataPoint({"client_id": CLIENT}, 1, 2, 1)
-    metric = Metric("m", "", "1", Sum([point], AggregationTemporality.CUMULATIVE, True))
-    data = MetricsData([ResourceMetrics(Resource({}), [ScopeMetrics(InstrumentationScope("s"), [metric], "")], "")])
-    [resource_metrics] = pipeline.process(data).resource_metrics
-    [out] = resource_metrics.scope_metrics[0].metrics[0].data.data_points
-    return str((out.attributes or {})["client_id"])
 
 
 def _generations(metrics_url: str) -> list[tuple[dict[str, str], float]]:
@@ -154,7 +88,9 @@ def test_sums_two_workers_removes_personal_data_and_stops_on_sigterm(
     _CountingExporter.points = 0
     assert httpx.get(urls["health"], timeout=5).status_code == 200
     for instance_id, adds in ADDS.items():
-        _send_as_worker(urls["otlp"], instance_id, adds)
+        send_as_worker(
+            _CountingExporter(endpoint=urls["otlp"]), instance_id, adds, {"client_id": CLIENT, "contact": EMAIL}
+        )
 
     expected_total = sum(sum(adds) for adds in ADDS.values())
     deadline = time.monotonic() + 10
@@ -167,7 +103,7 @@ def test_sums_two_workers_removes_personal_data_and_stops_on_sigterm(
 
     [(labels, value)] = _generations(urls["metrics"])  # one series: the two workers are summed, not kept apart
     assert value == expected_total
-    assert labels["client_id"] == _expected_pseudonym() != CLIENT
+    assert labels["client_id"] == in_process_pseudonym(CLIENT, PSEUDONYM_KEY) != CLIENT
     assert labels["contact"] != EMAIL
     body = httpx.get(urls["metrics"], timeout=5).text
     assert CLIENT not in body and EMAIL not in body
