@@ -26,7 +26,6 @@ import gzip
 import hmac
 import json
 import logging
-import re
 import threading
 import time
 from array import array
@@ -34,6 +33,7 @@ from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, 
 from pathlib import Path
 from typing import Any, Final
 
+from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -79,71 +79,13 @@ _MAX_PLANS: Final = 4096
 # --- Names: the OpenTelemetry-to-Prometheus translation --------------------------------------------------------
 # https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/#metric-metadata-1
 # The embedded mode renders through the SDK's PrometheusMetricReader; the same input must give the same names
-# here, so the unit table and the order of the steps follow that translation (a unit test compares them).
-
-_INVALID_NAME = re.compile(r"[^a-zA-Z0-9:]+")
-_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9]+")
-_UNIT_ANNOTATION = re.compile(r"{.*}")
-_UNITS: Final = {
-    "d": "days",
-    "h": "hours",
-    "min": "minutes",
-    "s": "seconds",
-    "ms": "milliseconds",
-    "us": "microseconds",
-    "ns": "nanoseconds",
-    "By": "bytes",
-    "KiBy": "kibibytes",
-    "MiBy": "mebibytes",
-    "GiBy": "gibibytes",
-    "TiBy": "tibibytes",
-    "KBy": "kilobytes",
-    "MBy": "megabytes",
-    "GBy": "gigabytes",
-    "TBy": "terabytes",
-    "m": "meters",
-    "V": "volts",
-    "A": "amperes",
-    "J": "joules",
-    "W": "watts",
-    "g": "grams",
-    "Cel": "celsius",
-    "Hz": "hertz",
-    "1": "",
-    "%": "percent",
-}
-_PER_UNITS: Final = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
-
-
-def map_unit(unit: str) -> str:
-    """The Prometheus suffix for a UCUM unit: ``"s"`` -> ``"seconds"``, ``"By/s"`` -> ``"bytes_per_second"``.
-
-    >>> map_unit("ms"), map_unit("{request}"), map_unit("1")
-    ('milliseconds', '', '')
-    """
-    unit = _UNIT_ANNOTATION.sub("", unit)
-    if unit in _UNITS:
-        return _UNITS[unit]
-    top, slash, bottom = unit.partition("/")
-    if slash:
-        bottom = _INVALID_NAME.sub("_", bottom)
-        if bottom:
-            top = _INVALID_NAME.sub("_", top)
-            top = _UNITS.get(top, top)
-            bottom = _PER_UNITS.get(bottom, bottom)
-            return f"{top}_per_{bottom}" if top else f"per_{bottom}"
-    return _INVALID_NAME.sub("_", unit).strip("_")
-
-
-def _sanitize(name: str, pattern: re.Pattern[str]) -> str:
-    if name and name[0].isdigit():
-        name = "_" + name[1:]
-    return pattern.sub("_", name)
+# here and over remote write, so the unit table and the sanitizing are the SDK exporter's own (a unit test
+# compares the results).
 
 
 def sanitize_label_name(key: str) -> str:
     """An attribute key as a Prometheus label name: ``"http.route"`` -> ``"http_route"``."""
-    return _sanitize(key, _INVALID_LABEL)
+    return sanitize_attribute(key)
 
 
 def prometheus_metric_name(name: str, unit: str, kind: str, *, namespace: str = "", add_suffixes: bool = True) -> str:
@@ -158,7 +100,7 @@ def prometheus_metric_name(name: str, unit: str, kind: str, *, namespace: str = 
     """
     if namespace:
         name = f"{namespace}_{name}"
-    name = _sanitize(name, _INVALID_NAME)
+    name = sanitize_full_name(name)
     if not add_suffixes:
         return name
     suffix = map_unit(unit)

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import cramjam
 import httpx
-from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
+from opentelemetry.exporter.prometheus._mapping import sanitize_attribute
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -52,6 +52,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_monitoring.sidecar._remote_write_proto import encode_label_set, encode_time_series, encode_write_request
 from otel_monitoring.sidecar.config import PrometheusRemoteWriteExporterConfig, RetryConfig
+from otel_monitoring.sidecar.prometheus_exporter import prometheus_metric_name
 
 __all__ = [
     "RemoteWriteConverter",
@@ -180,17 +181,9 @@ class RemoteWriteConverter:
         return merge_series(point.samples for point in self._convert(data).points)
 
     def _metric_name(self, name: str, unit: str | None, counter: bool) -> str:
-        base = sanitize_full_name(self._prefix + name)
-        if not self._suffixes:
-            return base
-        # The same steps as the OpenTelemetry exporter through prometheus_client: drop _total, add the unit
-        # unless the name already ends with it, then _total for counters.
-        if counter:
-            base = base.removesuffix("_total")
-        suffix = map_unit(unit or "")
-        if suffix and not base.endswith("_" + suffix):
-            base = f"{base}_{suffix}"
-        return base + "_total" if counter else base
+        # The scrape exporter's translation, so both paths give one name.
+        kind = "counter" if counter else "gauge"
+        return prometheus_metric_name(self._prefix + name, unit or "", kind, add_suffixes=self._suffixes)
 
     def _resource_labels(self, resource: Resource) -> _ResourceLabels:
         attributes = resource.attributes
