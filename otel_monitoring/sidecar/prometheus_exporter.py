@@ -51,6 +51,7 @@ from processors._merge import attributes_key
 __all__ = [
     "DEFAULT_WORKER_ATTRIBUTES",
     "PrometheusExporter",
+    "label_value",
     "map_unit",
     "prometheus_metric_name",
     "sanitize_label_name",
@@ -111,8 +112,8 @@ def prometheus_metric_name(name: str, unit: str, kind: str, *, namespace: str = 
     return name + "_total" if kind == "counter" else name
 
 
-def _label_value(value: Any) -> str:
-    # As the SDK reader writes non-string attribute values: JSON (true, 3, [1, 2]).
+def label_value(value: Any) -> str:
+    """An attribute value as a label value; as the SDK reader writes non-string values: JSON (true, 3, [1, 2])."""
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
@@ -251,13 +252,13 @@ class _Resource:
             job = f"{namespace}/{job}"
         self.job = job
         worker = attributes.get("service.instance.id", attributes.get("process.pid", ""))
-        self.worker = _label_value(worker) if worker != "" else ""
+        self.worker = label_value(worker) if worker != "" else ""
         shared = {
             k: v
             for k, v in attributes.items()
             if k not in worker_attributes and k not in ("service.name", "service.namespace", "service.instance.id")
         }
-        self.attributes = {sanitize_label_name(k): _label_value(v) for k, v in shared.items()}
+        self.attributes = {sanitize_label_name(k): label_value(v) for k, v in shared.items()}
         self.labels: dict[str, str] = dict(self.attributes) if promote else {}
         if job:
             self.labels["job"] = job
@@ -410,7 +411,7 @@ class PrometheusExporter:
             plan = self._plans[(fixed, keys)] = self._plan(fixed, keys)
         names, order = plan
         values = [v for _, v in fixed]
-        values.extend(v if type(v) is str else _label_value(v) for v in attributes.values())
+        values.extend(v if type(v) is str else label_value(v) for v in attributes.values())
         return (names, *[values[i] for i in order])
 
     def _plan(self, fixed: tuple[tuple[str, str], ...], keys: tuple[str, ...]) -> tuple[tuple[str, ...], list[int]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import email.utils
 import importlib.metadata
-import json
 import logging
 import math
 import random
@@ -52,7 +51,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_monitoring.sidecar._remote_write_proto import encode_label_set, encode_time_series, encode_write_request
 from otel_monitoring.sidecar.config import PrometheusRemoteWriteExporterConfig, RetryConfig
-from otel_monitoring.sidecar.prometheus_exporter import prometheus_metric_name
+from otel_monitoring.sidecar.prometheus_exporter import label_value, prometheus_metric_name
 
 __all__ = [
     "RemoteWriteConverter",
@@ -102,11 +101,6 @@ def format_bound(bound: float) -> str:
     return format(Decimal(repr(bound)).normalize(), "f")
 
 
-def _label_value(value: Any) -> str:
-    # As the OpenTelemetry Prometheus exporter renders non-string attributes: JSON (true, 3, [1, 2]).
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
 def _sanitized(attributes: Mapping[str, Any]) -> dict[str, str]:
     """Attributes as Prometheus labels; keys that collide after sanitizing join their values with ``;``.
 
@@ -114,7 +108,7 @@ def _sanitized(attributes: Mapping[str, Any]) -> dict[str, str]:
     """
     labels: dict[str, str] = {}
     for key in sorted(attributes):
-        value = _label_value(attributes[key])
+        value = label_value(attributes[key])
         name = sanitize_attribute(key)
         labels[name] = f"{labels[name]};{value}" if name in labels else value
     return labels
