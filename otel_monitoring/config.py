@@ -122,13 +122,23 @@ class SettingsStore:
             ],
         )
 
-    def configure_alerts(self, slack_webhook: str | None = None, email: str | list[str] | None = None) -> None:
-        """Set the Slack webhook and the alert email addresses (one, a comma-separated string or a list)."""
+    def configure_alerts(
+        self,
+        slack_webhook: str | None = None,
+        email: str | list[str] | None = None,
+        *,
+        pagerduty_routing_key: str | None = None,
+        sms_to: str | list[str] | None = None,
+    ) -> None:
+        """Set the Slack webhook, the alert email addresses, the PagerDuty routing key and the SMS numbers
+        (addresses and numbers: one, a comma-separated string or a list)."""
         self._change(
             "configure_alerts",
             [
                 ("slack_webhook", "alerting.slack_webhook", slack_webhook),
                 ("email", "alerting.email", list(email) if isinstance(email, list) else email),
+                ("pagerduty_routing_key", "alerting.pagerduty_routing_key", pagerduty_routing_key),
+                ("sms_to", "alerting.sms_to", list(sms_to) if isinstance(sms_to, list) else sms_to),
             ],
         )
 
@@ -229,12 +239,19 @@ def configure_exporter(
     start_if_exporting()
 
 
-def configure_alerts(slack_webhook: str | None = None, email: str | list[str] | None = None) -> None:
-    """Send alerts to a Slack webhook and/or email addresses.
+def configure_alerts(
+    slack_webhook: str | None = None,
+    email: str | list[str] | None = None,
+    *,
+    pagerduty_routing_key: str | None = None,
+    sms_to: str | list[str] | None = None,
+) -> None:
+    """Send alerts to a Slack webhook, email addresses, PagerDuty and/or SMS numbers (``None`` leaves a value
+    unchanged). SMTP and the SMS account come from settings (docs/alertmanager.md).
 
     >>> configure_alerts(slack_webhook="https://hooks.slack.com/...", email="alerts@aiagency.com")  # doctest: +SKIP
     """
-    _store.configure_alerts(slack_webhook, email)
+    _store.configure_alerts(slack_webhook, email, pagerduty_routing_key=pagerduty_routing_key, sms_to=sms_to)
 
 
 def add_settings_listener(callback: SettingsListener) -> Callable[[], None]:

@@ -416,8 +416,55 @@ class PrometheusConfig(_Section):
     """Prometheus base URL."""
 
 
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _check_phones(value: list[str]) -> list[str]:
+    for number in value:
+        if not _PHONE.fullmatch(number):
+            raise _Detail(f"{number!r} is not in E.164 form")
+    return value
+
+
+def _check_email(value: str | None) -> str | None:
+    if value is not None and not _EMAIL.fullmatch(value):
+        raise ValueError("not an email address")
+    return value
+
+
+def _check_listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("not host:port")
+    return value
+
+
+# scheme://... as SQLAlchemy reads it (sqlite:///relative.db, postgresql+psycopg://user@host/db); the driver is
+# checked when the relay opens it, so this module needs no database library.
+_DATABASE_URL = re.compile(r"[a-z][a-z0-9+]*://\S*")
+
+
+def _check_database_url(value: str) -> str:
+    if not _DATABASE_URL.fullmatch(value):
+        raise ValueError("not a database URL")
+    return value
+
+
+def _check_percent(value: float) -> float:
+    if not 0 < value < 100:
+        raise ValueError("not strictly between 0 and 100")
+    return value
+
+
+_Objective = Annotated[_Float, AfterValidator(_check_percent)]
+_OBJECTIVE_VALID = "a percentage strictly between 0 and 100, such as 99.9"
+_SECONDS_VALID = "a number of seconds > 0"
+
+
 class AlertingConfig(_Section):
-    """Where alerts go."""
+    """Where alerts go: Alertmanager, its channels (Slack, email, PagerDuty, SMS through the alert relay), the
+    alert history, and the objectives of the built-in SLOs. A channel whose settings are absent is left out of
+    the rendered Alertmanager config (docs/alertmanager.md)."""
 
     alertmanager_url: Annotated[_HttpURL, _env("ALERTMANAGER_URL", valid=_URL_VALID)] = "http://localhost:9093"
     """Alertmanager base URL."""
@@ -431,7 +478,115 @@ class AlertingConfig(_Section):
         AfterValidator(_check_emails),
         _env("OTEL_MONITORING_ALERT_EMAIL", valid="email addresses"),
     ] = Field(default_factory=list)
-    """Addresses that receive alert emails."""
+    """Addresses that receive alert emails; needs ``smtp_host`` and ``smtp_from``."""
+
+    smtp_host: Annotated[_Text | None, _env("OTEL_MONITORING_SMTP_HOST", valid=_TEXT_VALID)] = None
+    """SMTP server alert emails are sent through (Alertmanager's ``smtp_smarthost`` host)."""
+
+    smtp_port: Annotated[
+        _Int, Field(ge=1, le=65535), _env("OTEL_MONITORING_SMTP_PORT", valid="an integer from 1 to 65535")
+    ] = 587
+    """SMTP server port (587: submission with STARTTLS)."""
+
+    smtp_username: Annotated[_Text | None, _env("OTEL_MONITORING_SMTP_USERNAME", valid=_TEXT_VALID)] = None
+    """SMTP login, if the server asks for one; set together with ``smtp_password``."""
+
+    smtp_password: Annotated[_Secret | None, _env("OTEL_MONITORING_SMTP_PASSWORD", valid=_TEXT_VALID)] = None
+    """SMTP password."""
+
+    smtp_from: Annotated[
+        _Text | None, AfterValidator(_check_email), _env("OTEL_MONITORING_SMTP_FROM", valid="an email address")
+    ] = None
+    """Sender address of alert emails."""
+
+    smtp_require_tls: Annotated[_Bool, _env("OTEL_MONITORING_SMTP_REQUIRE_TLS", valid=_BOOL_VALID)] = True
+    """Refuse to send email unless the server offers STARTTLS (turn off only for a local relay)."""
+
+    pagerduty_routing_key: Annotated[
+        _Secret | None, _env("OTEL_MONITORING_ALERT_PAGERDUTY_ROUTING_KEY", valid=_TEXT_VALID)
+    ] = None
+    """Integration (routing) key of a PagerDuty Events API v2 integration; critical alerts page through it."""
+
+    pagerduty_url: Annotated[_HttpURL, _env("OTEL_MONITORING_ALERT_PAGERDUTY_URL", valid=_URL_VALID)] = (
+        "https://events.pagerduty.com/v2/enqueue"
+    )
+    """PagerDuty Events API v2 endpoint (``https://events.eu.pagerduty.com/v2/enqueue`` for the EU service region)."""
+
+    sms_url: Annotated[_HttpURL, _env("OTEL_MONITORING_SMS_URL", valid=_URL_VALID)] = "https://api.twilio.com"
+    """Base URL of the Twilio-compatible SMS API; the relay posts to
+    ``{url}/2010-04-01/Accounts/{sid}/Messages.json``."""
+
+    sms_account_sid: Annotated[_Text | None, _env("OTEL_MONITORING_SMS_ACCOUNT_SID", valid=_TEXT_VALID)] = None
+    """Account SID of the SMS API (the basic-auth user)."""
+
+    sms_auth_token: Annotated[_Secret | None, _env("OTEL_MONITORING_SMS_AUTH_TOKEN", valid=_TEXT_VALID)] = None
+    """Auth token of the SMS API (the basic-auth password)."""
+
+    sms_from: Annotated[_Text | None, _env("OTEL_MONITORING_SMS_FROM", valid=_TEXT_VALID)] = None
+    """Sender of the SMS: a number of the account, or a messaging service id."""
+
+    sms_to: Annotated[
+        list[str],
+        BeforeValidator(_split_commas),
+        AfterValidator(_check_phones),
+        _env("OTEL_MONITORING_SMS_TO", valid="E.164 phone numbers such as +15551234567"),
+    ] = Field(default_factory=list)
+    """Numbers that receive an SMS for every critical notification; SMS is on when these, the SID, the token and
+    the sender are all set."""
+
+    sms_rate_limit_per_minute: Annotated[
+        _Int, Field(ge=1), _env("OTEL_MONITORING_SMS_RATE_LIMIT", valid="an integer >= 1 (messages per minute)")
+    ] = 6
+    """SMS notifications per minute (a token bucket with this burst); the excess is summarised in one message."""
+
+    sms_dedupe_seconds: Annotated[
+        _Float, Field(ge=0), _env("OTEL_MONITORING_SMS_DEDUPE_SECONDS", valid="a number of seconds >= 0")
+    ] = 3600.0
+    """An alert (fingerprint and status) already sent by SMS within this window is not sent again; 0 turns it off."""
+
+    relay_listen_address: Annotated[
+        _Text, AfterValidator(_check_listen_address), _env("OTEL_MONITORING_ALERT_RELAY_LISTEN", valid="host:port")
+    ] = "0.0.0.0:9095"
+    """Where ``otel-monitoring alert-relay`` listens."""
+
+    relay_url: Annotated[_HttpURL | None, _env("OTEL_MONITORING_ALERT_RELAY_URL", valid=_URL_VALID)] = None
+    """The relay's URL as Alertmanager reaches it (``http://alert-relay:9095``); when set, every notification is
+    also sent to the relay (history, and SMS for critical alerts)."""
+
+    relay_token: Annotated[_Secret | None, _env("OTEL_MONITORING_ALERT_RELAY_TOKEN", valid=_TEXT_VALID)] = None
+    """If set, the relay requires ``Authorization: Bearer <token>`` and the rendered config sends it."""
+
+    history_database_url: Annotated[
+        _Text,
+        AfterValidator(_check_database_url),
+        _env("OTEL_MONITORING_ALERT_HISTORY_DATABASE_URL", valid="a SQLAlchemy database URL"),
+    ] = "sqlite:///alert-history.sqlite3"
+    """Where the relay archives notifications: SQLite by default (relative to the working directory), or e.g.
+    ``postgresql+psycopg://user:password@db/alerts`` (passwords are masked when rendered)."""
+
+    history_retention_days: Annotated[
+        _Int, Field(ge=1), _env("OTEL_MONITORING_ALERT_HISTORY_RETENTION_DAYS", valid="an integer >= 1")
+    ] = 90
+    """Archived notifications older than this are deleted."""
+
+    dashboard_url: Annotated[_HttpURL | None, _env("OTEL_MONITORING_ALERT_DASHBOARD_URL", valid=_URL_VALID)] = None
+    """Link shown in notifications when an alert has no ``dashboard_url`` annotation; unset means ``grafana.url``."""
+
+    heartbeat_url: Annotated[_SecretURL | None, _env("OTEL_MONITORING_ALERT_HEARTBEAT_URL", valid=_URL_VALID)] = None
+    """Dead man's switch: the always-firing Watchdog alert is posted here every few minutes; unset drops it."""
+
+    slo_availability_objective: Annotated[
+        _Objective, _env("OTEL_MONITORING_SLO_AVAILABILITY", valid=_OBJECTIVE_VALID)
+    ] = 99.9
+    """Objective of the built-in HTTP availability SLO, in percent of requests without a server error."""
+
+    slo_latency_objective: Annotated[_Objective, _env("OTEL_MONITORING_SLO_LATENCY", valid=_OBJECTIVE_VALID)] = 99.0
+    """Objective of the built-in HTTP latency SLO, in percent of requests faster than the threshold."""
+
+    slo_latency_threshold_seconds: Annotated[
+        _Float, Field(gt=0), _env("OTEL_MONITORING_SLO_LATENCY_THRESHOLD", valid=_SECONDS_VALID)
+    ] = 0.5
+    """Latency threshold of the built-in latency SLO, in seconds (best matched by an HTTP duration bucket)."""
 
 
 class GrafanaConfig(_Section):
