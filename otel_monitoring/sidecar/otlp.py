@@ -21,7 +21,9 @@ classes, identical to opentelemetry-proto's except that a data point's ``attribu
 ``repeated bytes`` (wire-compatible with ``repeated KeyValue``). Each point's attributes then arrive as a tuple
 of raw encoded ``KeyValue`` byte strings, and that tuple is the key of a cache holding the decoded attribute
 dict, so a series seen before costs one dictionary lookup instead of several protobuf attribute reads per
-attribute. Points of one series share one attribute dict: consumers must not mutate it (processors never do).
+attribute. Points of one series share that one dict, an immutable ``processors._merge.AttributeSet`` whose
+``token`` lets the processors and exporters find their own per-series work again (sanitize's rewrite,
+cardinality's set key, the exporter's label tuple) instead of redoing it for every point.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from processors._merge import AttributeSet
 
 __all__ = [
     "DecodedMetrics",
@@ -323,7 +327,7 @@ class OTLPMetricsDecoder:
 
     def __init__(self, *, max_cached_attribute_sets: int = 65536) -> None:
         self._max_cached = max_cached_attribute_sets
-        self._sets: dict[tuple[bytes, ...], dict[str, Any]] = {}
+        self._sets: dict[tuple[bytes, ...], AttributeSet] = {}
         self._pairs: dict[bytes, tuple[str, Any]] = {}
         self._resources: dict[bytes, Resource] = {}
         self._scopes: dict[bytes, InstrumentationScope] = {}
@@ -432,16 +436,16 @@ class OTLPMetricsDecoder:
             rejections.add(reason, name, count)
         return None, 0
 
-    def _point_attributes(self, raw: Any) -> dict[str, Any]:
+    def _point_attributes(self, raw: Any) -> AttributeSet:
         key = tuple(raw)
         attributes = self._sets.get(key)
         if attributes is None:
             attributes = self._decode_set(key)
         return attributes
 
-    def _decode_set(self, key: tuple[bytes, ...]) -> dict[str, Any]:
+    def _decode_set(self, key: tuple[bytes, ...]) -> AttributeSet:
         pairs = self._pairs
-        attributes: dict[str, Any] = {}
+        decoded: dict[str, Any] = {}
         for encoded in key:
             pair = pairs.get(encoded)
             if pair is None:
@@ -450,7 +454,8 @@ class OTLPMetricsDecoder:
                 if len(pairs) >= self._max_cached:
                     pairs.clear()
                 pairs[encoded] = pair
-            attributes[pair[0]] = pair[1]
+            decoded[pair[0]] = pair[1]
+        attributes = AttributeSet(decoded)
         if len(self._sets) >= self._max_cached:
             self._sets.clear()
         self._sets[key] = attributes
