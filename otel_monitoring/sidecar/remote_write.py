@@ -1,19 +1,18 @@
-"""The ``prometheusremotewrite`` exporter: Prometheus remote write 1.0 with a bounded queue and retries.
+"""The ``prometheusremotewrite`` exporter: Prometheus remote write 1.0 on the shared sending queue.
 
 Built from :class:`~otel_monitoring.sidecar.config.PrometheusRemoteWriteExporterConfig`. ``export`` converts
 cumulative SDK ``MetricsData`` to Prometheus series (the names and labels of the OpenTelemetry-to-Prometheus
-translation), encodes them as a snappy-compressed ``WriteRequest`` and queues it; sender threads POST the queued
-requests with retries. docs/sidecar-remote-write.md has the decisions and their reasons.
+translation), encodes them as snappy-compressed ``WriteRequest`` bodies, one per shard of series, and offers them
+to a :class:`~otel_monitoring.sidecar.sending_queue.SendingQueue`, whose consumers POST them with retries (and
+keep them on disk with ``remote_write_queue.storage``). docs/sidecar-remote-write.md has the decisions and their
+reasons. From Python::
 
->>> from otel_monitoring.sidecar.config import PrometheusRemoteWriteExporterConfig
->>> config = PrometheusRemoteWriteExporterConfig(endpoint="http://127.0.0.1:9090/api/v1/write")
->>> exporter = RemoteWriteExporter(config)
->>> exporter.start()
->>> exporter.export(metrics_data)  # True: queued; False: refused (queue full), counted in stats().dropped
-True
->>> exporter.shutdown(timeout=5.0)  # sends what it can within 5 s
->>> exporter.stats()
-RemoteWriteStats(sent=12, failed=0, dropped=0, unsupported=0, queued=0, queued_requests=0, retries=0)
+    config = PrometheusRemoteWriteExporterConfig(endpoint="http://127.0.0.1:9090/api/v1/write")
+    exporter = RemoteWriteExporter(config)
+    exporter.start()
+    exporter.export(metrics_data)  # True: queued; False: refused (queue full), counted in stats().dropped
+    exporter.shutdown(timeout=5.0)  # sends what it can within 5 s
+    exporter.stats()  # RemoteWriteStats(sent=12, failed=0, dropped=0, unsupported=0, queued=0, ...)
 
 Specifications: https://prometheus.io/docs/specs/remote_write_spec/ (the protocol) and
 https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/ (names and labels).
@@ -21,18 +20,12 @@ https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetric
 
 from __future__ import annotations
 
-import email.utils
-import importlib.metadata
 import logging
 import math
 import random
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, Final
 
 import cramjam
@@ -50,8 +43,18 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from otel_monitoring.sidecar._remote_write_proto import encode_label_set, encode_time_series, encode_write_request
-from otel_monitoring.sidecar.config import PrometheusRemoteWriteExporterConfig, RetryConfig
+from otel_monitoring.sidecar.config import PrometheusRemoteWriteExporterConfig
 from otel_monitoring.sidecar.prometheus_exporter import label_value, prometheus_metric_name
+from otel_monitoring.sidecar.sending_queue import (
+    Batch,
+    PermanentError,
+    QueueFiles,
+    RetryableError,
+    SendingQueue,
+    make_http_client,
+    retry_after_seconds,
+    user_agent,
+)
 
 __all__ = [
     "RemoteWriteConverter",
@@ -77,28 +80,19 @@ _HEADERS: Final = {
 _MAX_LOGGED_BODY: Final = 512
 
 
-def _user_agent() -> str:
-    try:
-        version = importlib.metadata.version("otel-monitoring")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        version = "unknown"
-    return f"otel-monitoring/{version}"
-
-
 def format_bound(bound: float) -> str:
-    """A histogram bound as an ``le`` value, as Go's ``strconv.FormatFloat(b, 'f', -1, 64)`` writes it.
-
-    This is the OpenTelemetry Collector's remote-write form and the one Prometheus 3 normalises scraped ``le``
-    values to, so the same bucket has one label value whatever path it took.
+    """A histogram bound as an ``le`` value, as the sidecar's scrape exporter writes it: Python's ``repr`` of the
+    float, the form prometheus_client renders and Prometheus 3 normalises scraped ``le`` values to (``1.0``, not
+    Go's ``1``), so one bucket has one label value whichever exporter wrote it.
 
     >>> [format_bound(b) for b in (0.005, 1.0, 2.5, 100.0, float("inf"))]
-    ['0.005', '1', '2.5', '100', '+Inf']
+    ['0.005', '1.0', '2.5', '100.0', '+Inf']
     """
     if math.isinf(bound):
         return "+Inf" if bound > 0 else "-Inf"
     if math.isnan(bound):
         return "NaN"
-    return format(Decimal(repr(bound)).normalize(), "f")
+    return repr(float(bound))
 
 
 def _sanitized(attributes: Mapping[str, Any]) -> dict[str, str]:
@@ -157,9 +151,14 @@ class RemoteWriteConverter:
     - Delta sums and histograms, exponential histograms and anything else are refused and counted: the pipeline
       upstream is cumulative, and summing deltas here would need per-series state the sidecar keeps elsewhere.
 
+    >>> from opentelemetry.sdk.metrics.export import Metric, ResourceMetrics, ScopeMetrics
+    >>> from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    >>> point = NumberDataPoint({"queue": "mail"}, 0, 1_700_000_000_000_000_000, 5)
+    >>> scope = ScopeMetrics(InstrumentationScope("app"), [Metric("queue.depth", "", "1", Gauge([point]))], "")
+    >>> data = MetricsData([ResourceMetrics(Resource({"service.name": "api"}), [scope], "")])
     >>> converter = RemoteWriteConverter(PrometheusRemoteWriteExporterConfig(endpoint="http://p:9090/api/v1/write"))
-    >>> [s.labels[0] for s in converter.series(metrics_data)]
-    [('__name__', 'http_server_request_duration_seconds_bucket'), ...]
+    >>> converter.series(data)
+    [Series(labels=(('__name__', 'queue_depth'), ('job', 'api'), ('queue', 'mail')), samples=((5.0, 1700000000000),))]
     """
 
     def __init__(self, config: PrometheusRemoteWriteExporterConfig, shards: int = 1) -> None:
@@ -287,9 +286,11 @@ class RemoteWriteStats:
     """Counts in data points (a histogram point counts once, whatever its bucket count), for the sidecar's metrics.
 
     ``sent``: accepted by the backend (2xx). ``failed``: given up after sending (a 4xx other than 429, retries
-    exhausted, or still failing when shutdown's time ran out). ``dropped``: never sent, because the queue was
-    full or shutdown found them still queued. ``unsupported``: refused by conversion (delta, exponential).
-    ``queued``: waiting now, in ``queued_requests`` requests. ``retries``: attempts repeated after a failure.
+    exhausted, or, without storage, still failing when shutdown's time ran out). ``dropped``: never sent, because
+    the queue was full or closed, or (without storage) still queued at shutdown. ``unsupported``: refused by
+    conversion (delta, exponential). ``queued``: waiting now, in ``queued_requests`` requests, of
+    ``capacity``. ``retries``: attempts repeated after a failure. ``restored_requests``: found on disk at start;
+    ``kept_requests``: left on disk at shutdown for the next start.
     """
 
     sent: int = 0
@@ -299,33 +300,33 @@ class RemoteWriteStats:
     queued: int = 0
     queued_requests: int = 0
     retries: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    body: bytes
-    points: int
-
-
-class _Outcome:
-    SENT: Final = "sent"
-    RETRY: Final = "retry"
-    FAILED: Final = "failed"
+    capacity: int = 0
+    restored_requests: int = 0
+    kept_requests: int = 0
 
 
 class RemoteWriteExporter:
     """Writes cumulative metrics to a Prometheus remote-write endpoint, in order per series, without blocking.
 
-    Each exported batch is converted, split by series over ``num_consumers`` shards and queued as one request per
-    shard; one sender thread per shard posts its requests in order, so a series' samples always reach the
-    backend in time order (Prometheus refuses out-of-order samples with 400). Retries: exponential backoff
-    with jitter on network errors, 429 and 5xx, honouring ``Retry-After``, until ``max_elapsed_time``.
+    Each exported batch is converted, split by series over ``num_consumers`` shards and offered to the sending
+    queue as one request per shard; the queue's consumer for a shard posts that shard's requests in order, so a
+    series' samples always reach the backend in time order (Prometheus refuses out-of-order samples with 400).
+    Retries: exponential backoff with jitter on network errors, 429 and 5xx, honouring ``Retry-After``, until
+    ``max_elapsed_time``.
 
-    ``clock``, ``sleep`` and ``jitter`` (uniform in [0, 1)) are injectable so tests need no real waiting;
-    ``auth_header`` returns an ``Authorization`` value (the runtime's ``bearertokenauth``) for every request.
+    ``storage`` keeps the queue on disk (the sidecar passes the ``file_storage`` extension named by
+    ``remote_write_queue.storage``). ``clock``, ``sleep`` and ``jitter`` (uniform in [0, 1)) are injectable so
+    tests need no real waiting; ``auth_header`` returns an ``Authorization`` value (the runtime's
+    ``bearertokenauth``) for every request.
 
-    >>> exporter = RemoteWriteExporter(config, clock=fake.now, sleep=fake.sleep)
-    >>> exporter.start(); exporter.export(data); exporter.shutdown(timeout=1.0)
+    >>> config = PrometheusRemoteWriteExporterConfig(endpoint="http://127.0.0.1:9/api/v1/write")
+    >>> exporter = RemoteWriteExporter(config)
+    >>> exporter.start()
+    >>> exporter.export(MetricsData([]))  # nothing to send
+    True
+    >>> exporter.shutdown(timeout=1.0)
+    >>> exporter.stats().capacity
+    10000
     """
 
     def __init__(
@@ -338,258 +339,122 @@ class RemoteWriteExporter:
         jitter: Callable[[], float] = random.random,
         auth_header: Callable[[], str] | None = None,
         name: str = "prometheusremotewrite",
+        storage: QueueFiles | None = None,
     ) -> None:
         queue = config.remote_write_queue
-        if queue.storage is not None:
+        if queue.storage is not None and storage is None:
             # Failing fast beats silently keeping in memory what the operator asked to survive a restart.
             raise ValueError(
-                f"exporters.{name}.remote_write_queue.storage: the file-backed queue is not available yet; "
-                "remove the key to queue in memory"
+                f"exporters.{name}.remote_write_queue.storage: names a file_storage extension, but no storage was "
+                "given (pass storage=FileStorage(...).queue_files(name), as the sidecar does)"
             )
         self._config = config
         self._name = name
         self._url = str(config.endpoint)
-        self._retry: RetryConfig = config.retry_on_failure
-        self._queued = queue.enabled
-        self._shard_count = queue.num_consumers if queue.enabled else 1
-        # queue_size counts requests over all shards; each shard keeps its share, at least one.
-        self._shard_capacity = max(1, -(-queue.queue_size // self._shard_count))
-        self._converter = RemoteWriteConverter(config, self._shard_count)
-        self._clock = clock
-        self._abort = threading.Event()
-        self._sleep = sleep if sleep is not None else self._abort.wait
-        self._jitter = jitter
+        shards = queue.num_consumers if queue.enabled else 1
+        self._converter = RemoteWriteConverter(config, shards)
+        self._queue = SendingQueue(
+            self._send,
+            queue,
+            config.retry_on_failure,
+            storage,
+            name=name,
+            batches_per_offer=shards,
+            clock=clock,
+            sleep=sleep,
+            jitter=jitter,
+            logger=_logger,
+        )
         self._auth_header = auth_header
         self._own_client = client is None
-        self._client = client if client is not None else self._make_client(config)
-        self._headers = {**_HEADERS, "User-Agent": _user_agent()}
+        self._client = client if client is not None else make_http_client(config.timeout, config.tls, shards)
+        self._headers = {**_HEADERS, "User-Agent": user_agent()}
         self._headers.update({key: value.get_secret_value() for key, value in config.headers.items()})
-        self._lock = threading.Condition()
-        self._shards: list[deque[_Request]] = [deque() for _ in range(self._shard_count)]
-        self._busy = [False] * self._shard_count
-        self._threads: list[threading.Thread] = []
-        self._closing = False
-        self._closed = False
-        self._deadline = math.inf
-        self._counts = {"sent": 0, "failed": 0, "dropped": 0, "unsupported": 0, "retries": 0}
-        self._logged: set[str] = set()
-
-    @staticmethod
-    def _make_client(config: PrometheusRemoteWriteExporterConfig) -> httpx.Client:
-        verify: Any = True
-        cert: Any = None
-        if config.tls is not None:
-            verify = False if config.tls.insecure_skip_verify else (config.tls.ca_file or True)
-            if config.tls.cert_file and config.tls.key_file:
-                cert = (config.tls.cert_file, config.tls.key_file)
-        limits = httpx.Limits(max_connections=config.remote_write_queue.num_consumers)
-        return httpx.Client(timeout=config.timeout, verify=verify, cert=cert, limits=limits)
+        self._unsupported = 0
+        self._logged_unsupported = False
 
     # --- lifecycle ---
 
     def start(self) -> None:
-        """Start the sender threads (one per consumer). Idempotent; nothing is sent before this."""
-        with self._lock:
-            if self._threads or self._closing or not self._queued:
-                return
-            for shard in range(self._shard_count):
-                thread = threading.Thread(
-                    target=self._run, args=(shard,), name=f"{self._name}-sender-{shard}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
+        """Send what an earlier run left on disk, then start the consumers. Idempotent; nothing is sent before."""
+        self._queue.start()
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop taking data, send what is queued for up to ``timeout`` seconds, then drop the rest. Idempotent."""
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            self._deadline = self._clock() + timeout
-            self._lock.notify_all()
-            threads = list(self._threads)
-        end = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, end - time.monotonic()))
-        # Whatever is still waiting (or being retried) is given up now.
-        self._abort.set()
-        for thread in threads:
-            thread.join(1.0)
-        with self._lock:
-            for queue in self._shards:
-                while queue:
-                    self._counts["dropped"] += queue.popleft().points
-            self._closed = True
+        """Stop taking data and send what is queued for up to ``timeout`` seconds; then what is left is dropped, or
+        with storage kept on disk for the next start. Idempotent."""
+        self._queue.shutdown(timeout)
         if self._own_client:
             self._client.close()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued request has been sent or given up; False if that took longer than ``timeout``."""
-        end = time.monotonic() + timeout
-        with self._lock:
-            while any(self._shards) or any(self._busy):
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(min(remaining, 0.05))
-        return True
+        return self._queue.flush(timeout)
 
     # --- the pipeline side ---
 
-    def export(self, data: MetricsData) -> bool:
-        """Queue ``data``; False when any part was refused (queue full, or shut down) or sending failed.
+    def busy(self) -> bool:
+        """True when the queue may not take another batch: the pipeline refuses upstream (503) instead."""
+        return self._queue.busy()
 
-        A refused part is counted in ``dropped`` and not retried here: the pipeline can refuse the batch
-        upstream (the receiver answers 503) so that senders retry, which is what keeps accepted data lossless.
+    def export(self, data: MetricsData) -> bool:
+        """Queue ``data``; False when it was refused (queue full, or shut down) or sending failed.
+
+        A refused batch is counted in ``dropped`` and not retried here: the pipeline refuses upstream while
+        :meth:`busy` (the receiver answers 503) so that senders retry, which is what keeps accepted data lossless.
         Without a queue (``remote_write_queue.enabled: false``) the write happens in the caller's thread.
         """
         conversion = self._converter._convert(data)
         by_shard: dict[int, list[_Point]] = {}
         for point in conversion.points:
             by_shard.setdefault(point.shard_key, []).append(point)
-        requests = {
-            shard: _Request(encode_series(merge_series(p.samples for p in points)), len(points))
-            for shard, points in by_shard.items()
-        }
-        with self._lock:
-            self._counts["unsupported"] += conversion.unsupported
+        batches = [
+            Batch(encode_series(merge_series(p.samples for p in points)), len(points), shard)
+            for shard, points in sorted(by_shard.items())
+        ]
         if conversion.unsupported:
-            self._log_once(
-                "unsupported",
+            self._unsupported += conversion.unsupported
+            _logger.log(
+                logging.DEBUG if self._logged_unsupported else logging.WARNING,
                 "%s: %d data points are delta, exponential histograms or summaries, which remote write does not "
                 "carry here; they are dropped (put a cumulative pipeline in front)",
                 self._name,
                 conversion.unsupported,
             )
-        if not self._queued:
-            ok = True
-            for request in requests.values():
-                ok = self._deliver(request) and ok
-            return ok
-        accepted = True
-        with self._lock:
-            for shard, request in requests.items():
-                queue = self._shards[shard]
-                if self._closing or len(queue) >= self._shard_capacity:
-                    self._counts["dropped"] += request.points
-                    accepted = False
-                    continue
-                queue.append(request)
-            self._lock.notify_all()
-        if not accepted:
-            self._log_once(
-                "full",
-                "%s: the sending queue is full or closed (%d requests per consumer); new data is refused and "
-                "counted as dropped until the endpoint catches up",
-                self._name,
-                self._shard_capacity,
-            )
-        return accepted
+            self._logged_unsupported = True
+        return self._queue.offer(batches)
 
     def stats(self) -> RemoteWriteStats:
         """A snapshot of the counters (see :class:`RemoteWriteStats`)."""
-        with self._lock:
-            queued_requests = sum(len(q) for q in self._shards)
-            queued = sum(r.points for q in self._shards for r in q)
-            return RemoteWriteStats(queued=queued, queued_requests=queued_requests, **self._counts)
+        queue = self._queue.stats()
+        return RemoteWriteStats(
+            sent=queue.sent,
+            failed=queue.failed,
+            dropped=queue.dropped,
+            unsupported=self._unsupported,
+            queued=queue.queued,
+            queued_requests=queue.queued_batches,
+            retries=queue.retries,
+            capacity=queue.capacity,
+            restored_requests=queue.restored_batches,
+            kept_requests=queue.kept_batches,
+        )
 
     # --- the sender side ---
 
-    def _run(self, shard: int) -> None:
-        queue = self._shards[shard]
-        while True:
-            with self._lock:
-                while not queue and not self._closing:
-                    self._lock.wait()
-                if not queue or self._abort.is_set():
-                    return
-                # The head stays queued (and counted) until it is sent or given up: order is kept on retries.
-                request = queue[0]
-                self._busy[shard] = True
-            try:
-                self._deliver(request)
-            finally:
-                with self._lock:
-                    if queue and queue[0] is request:
-                        queue.popleft()
-                    self._busy[shard] = False
-                    self._lock.notify_all()
-
-    def _deliver(self, request: _Request) -> bool:
-        """Send one request with retries; count it as sent or failed. True when the backend accepted it."""
-        started = self._clock()
-        interval = self._retry.initial_interval
-        while True:
-            outcome, retry_after = self._attempt(request)
-            if outcome == _Outcome.SENT:
-                self._count("sent", request.points)
-                return True
-            if outcome == _Outcome.FAILED or not self._retry.enabled:
-                self._count("failed", request.points)
-                return False
-            delay = interval * (1 + self._retry.randomization_factor * (2 * self._jitter() - 1))
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            interval = min(interval * self._retry.multiplier, self._retry.max_interval)
-            now = self._clock()
-            limit = self._retry.max_elapsed_time
-            with self._lock:
-                deadline = self._deadline
-            if (limit and now + delay - started > limit) or now + delay > deadline or self._abort.is_set():
-                self._log_once("gave_up", "%s: gave up on a write after %.1fs of retries", self._name, now - started)
-                self._count("failed", request.points)
-                return False
-            self._count("retries", 1)
-            self._sleep(delay)
-
-    def _attempt(self, request: _Request) -> tuple[str, float | None]:
+    def _send(self, batch: Batch) -> None:
         headers = self._headers
         if self._auth_header is not None:
             headers = {**headers, "Authorization": self._auth_header()}
         try:
-            response = self._client.post(self._url, content=request.body, headers=headers)
+            response = self._client.post(self._url, content=batch.body, headers=headers)
         except httpx.TransportError as error:
-            self._log_once("network", "%s: cannot reach the endpoint (%s); retrying", self._name, type(error).__name__)
-            return _Outcome.RETRY, None
+            raise RetryableError(f"cannot reach the endpoint ({type(error).__name__})", key="network") from None
         status = response.status_code
         if 200 <= status < 300:
-            return _Outcome.SENT, None
+            return
         # The spec: retry 5xx, may retry 429, never other 4xx (the same request would fail again).
         if status == 429 or status >= 500:
-            self._log_once("retry_status", "%s: the endpoint answered %d; retrying", self._name, status)
-            return _Outcome.RETRY, _retry_after(response.headers.get("retry-after"))
-        self._log_once(
-            f"status_{status}",
-            "%s: the endpoint refused a write with %d, not retried: %s",
-            self._name,
-            status,
-            response.text[:_MAX_LOGGED_BODY].strip(),
-        )
-        return _Outcome.FAILED, None
-
-    def _count(self, key: str, n: int) -> None:
-        with self._lock:
-            self._counts[key] += n
-
-    def _log_once(self, key: str, message: str, *args: object, level: int = logging.WARNING) -> None:
-        # One line per kind of trouble: an endpoint that is down for an hour must not flood the log.
-        with self._lock:
-            first = key not in self._logged
-            self._logged.add(key)
-        _logger.log(level if first else logging.DEBUG, message, *args)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            raise RetryableError(f"the endpoint answered {status}", retry_after=retry_after, key="retry_status")
+        body = response.text[:_MAX_LOGGED_BODY].strip()
+        raise PermanentError(f"the endpoint refused a write with {status}: {body}", key=f"status_{status}")

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cramjam
@@ -42,6 +43,7 @@ from otel_monitoring.sidecar.remote_write import (
     encode_series,
     format_bound,
 )
+from otel_monitoring.sidecar.sending_queue import FileStorage, QueueFiles
 from tests.support import free_port
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
@@ -189,9 +191,11 @@ class FakeTime:
             self.now += seconds
 
 
-def exporter_for(url: str, fake: FakeTime, jitter: float = 0.5, **overrides: Any) -> RemoteWriteExporter:
+def exporter_for(
+    url: str, fake: FakeTime, jitter: float = 0.5, storage: QueueFiles | None = None, **overrides: Any
+) -> RemoteWriteExporter:
     return RemoteWriteExporter(
-        config(endpoint=url, **overrides), clock=fake.clock, sleep=fake.sleep, jitter=lambda: jitter
+        config(endpoint=url, **overrides), clock=fake.clock, sleep=fake.sleep, jitter=lambda: jitter, storage=storage
     )
 
 
@@ -219,12 +223,23 @@ def test_body_is_snappy_block_format_not_framed() -> None:
 
 
 @pytest.mark.parametrize("bound", [0.005, 0.1, 1.0, 2.5, 10.0, 100.0, 1e-7, 123456789.0])
-def test_bounds_format_as_shortest_decimal_that_reads_back_the_same(bound: float) -> None:
+def test_bounds_format_as_the_scrape_exporter_writes_le(bound: float) -> None:
+    # The sidecar's scrape exporter renders the same bound; both exporters must give one label value per bucket.
+    from otel_monitoring.sidecar.config import PrometheusExporterConfig
+    from otel_monitoring.sidecar.prometheus_exporter import PrometheusExporter
+
+    scrape = PrometheusExporter(PrometheusExporterConfig.model_validate({"endpoint": "127.0.0.1:0"}))
+    scrape.export(metrics_data([histogram("h", {}, [bound], [1, 0], 1.0, "")]))
+    rendered = {line.split('le="')[1].split('"')[0] for line in scrape.render().decode().splitlines() if 'le="' in line}
+
     text = format_bound(bound)
 
     assert float(text) == bound
-    assert "e" not in text.lower()
-    assert not text.endswith(".0")
+    assert rendered == {text, "+Inf"}
+
+
+def test_infinite_and_nan_bounds_are_written_as_prometheus_spells_them() -> None:
+    assert [format_bound(b) for b in (float("inf"), float("-inf"), float("nan"))] == ["+Inf", "-Inf", "NaN"]
 
 
 # --- names and labels -------------------------------------------------------------------------------------------
@@ -270,7 +285,7 @@ def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
 
     timestamp = (T0 + 10**9) // 1_000_000
     route = ("route", "/")
-    for bound, expected in zip(["0.1", "1", "+Inf"], [2, 5, 9], strict=True):
+    for bound, expected in zip(["0.1", "1.0", "+Inf"], [2, 5, 9], strict=True):
         assert series[("latency_seconds_bucket", frozenset({route, ("le", bound)}))] == [(expected, timestamp)]
     assert series[("latency_seconds_sum", frozenset({route}))] == [(12.5, timestamp)]
     assert series[("latency_seconds_count", frozenset({route}))] == [(sum(counts), timestamp)]
@@ -558,9 +573,40 @@ def test_default_config_builds_starts_exports_nothing_and_shuts_down_twice() -> 
     assert exporter.stats().sent == 0
 
 
-def test_file_backed_queue_is_refused_with_the_key_named() -> None:
+def test_file_backed_queue_without_a_storage_is_refused_with_the_key_named() -> None:
     with pytest.raises(ValueError, match=r"remote_write_queue\.storage"):
         RemoteWriteExporter(config(remote_write_queue={"storage": "file_storage"}))
+
+
+def test_file_backed_queue_keeps_unsent_writes_for_the_next_exporter(server: ScriptedServer, tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}/api/v1/write"
+    settings = {"remote_write_queue": {"storage": "file_storage", "num_consumers": 2}}
+    storage = FileStorage(tmp_path, fsync=False)
+    storage.open()
+    forever = {"max_elapsed_time": "0"}
+    first = exporter_for(down, FakeTime(), storage=storage.queue_files("rw"), retry_on_failure=forever, **settings)
+    first.start()
+    for n in range(5):
+        assert first.export(metrics_data([counter(f"c{i}", [({}, n, T0 + n * 10**9)]) for i in range(3)]))
+    first.shutdown(timeout=0.5)
+    storage.close()
+    kept = first.stats().kept_requests
+
+    storage = FileStorage(tmp_path, fsync=False)
+    storage.open()
+    second = exporter_for(server.url, FakeTime(), storage=storage.queue_files("rw"), **settings)
+    second.start()
+    assert second.flush(timeout=10)
+    second.shutdown()
+    storage.close()
+
+    assert kept > 0 and second.stats().restored_requests == kept
+    assert (first.stats().dropped, first.stats().failed, second.stats().sent) == (0, 0, 15)
+    timestamps: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for series in server.accepted_series():
+        timestamps.setdefault(series.labels, []).extend(t for _, t in series.samples)
+    assert len(timestamps) == 3
+    assert all(ts == sorted(ts) and len(ts) == 5 for ts in timestamps.values())
 
 
 def test_authorization_header_comes_from_the_callback(server: ScriptedServer) -> None:
