@@ -57,7 +57,7 @@ from opentelemetry.sdk.metrics.export import (
 from pydantic import Field, field_validator
 
 from otel_monitoring._instruments import OVERFLOW_ATTRIBUTES  # one definition for the facade and the pipeline
-from processors._merge import SeriesMerger, attributes_key, origin_of
+from processors._merge import AttributeSet, SeriesMerger, attributes_key, origin_of
 from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory, map_metrics
 
 __all__ = ["FACTORY", "OVERFLOW_ATTRIBUTES", "CardinalityConfig", "CardinalityProcessor"]
@@ -204,7 +204,9 @@ class CardinalityProcessor(Processor):
         for index, point in enumerate(points):
             attributes = point.attributes
             key: AttributesKey
-            if attributes:
+            if type(attributes) is AttributeSet:
+                key = attributes.key()  # computed once per series, not per point (the sidecar's decoder)
+            elif attributes:
                 try:
                     key = frozenset(attributes.items())
                 except TypeError:  # sequence values are lists

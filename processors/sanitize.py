@@ -65,7 +65,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from pydantic import Field, ValidationInfo, field_validator
 
-from processors._merge import SeriesMerger, attributes_key
+from processors._merge import AttributeSet, SeriesMerger, attributes_key
 from processors.component import ComponentConfig, Processor, ProcessorContext, ProcessorFactory
 from processors.detectors import DETECTION_ORDER, DetectorName, Redactor
 
@@ -287,12 +287,13 @@ _Identity = frozenset[tuple[str, Any]]
 
 
 class _Entry:
-    """The result for one attribute set, cached: the new attributes (None: unchanged), whether the rewrite can
+    """The result for one attribute set, cached: the new attributes (None: unchanged; an ``AttributeSet``
+    otherwise), whether the rewrite can
     make two series one (markers, drops and cuts can; pseudonyms cannot), and what it adds to the counters."""
 
     __slots__ = ("attributes", "counts", "identity", "lossy")
 
-    def __init__(self, attributes: dict[str, Any] | None, lossy: bool, counts: _Counts) -> None:
+    def __init__(self, attributes: AttributeSet | None, lossy: bool, counts: _Counts) -> None:
         self.attributes = attributes
         self.lossy = lossy
         self.counts = counts
@@ -492,19 +493,14 @@ class SanitizeProcessor(Processor):
         entries: list[_Entry] = [None] * len(points)  # type: ignore[list-item]  # every slot is filled below
         changed = lossy = False
         exemplars: dict[int, list[Any]] | None = None
+        cache_get = cache.get
         for index, point in enumerate(points):
             attributes = point.attributes
-            try:
-                key: _AttributeKey | None = tuple(attributes.items()) if attributes else ()
-                entry = cache.get(key)
-            except TypeError:  # a list value makes the items unhashable: compute without the cache
-                key, entry = None, None
+            # The sidecar's decoder shares one AttributeSet per series: its token finds the entry with one int
+            # lookup, where the content key costs a tuple of the items and its hash on every point.
+            entry = cache_get(attributes.token) if type(attributes) is AttributeSet else None
             if entry is None:
-                entry = self._rewrite(policy, attributes or {})
-                if key is not None:
-                    if len(cache) >= self._cache_size:
-                        cache.clear()
-                    cache[key] = entry
+                entry = self._entry(policy, attributes)
             entries[index] = entry
             if entry.attributes is not None:
                 changed = True
@@ -635,6 +631,26 @@ class SanitizeProcessor(Processor):
     def _is_pseudonymized_key(self, key: str) -> bool:
         return any(fnmatchcase(form, pattern) for form in _key_forms(key) for pattern in self._pseudonym_patterns)
 
+    def _entry(self, policy: _Policy, attributes: Mapping[str, Any] | None) -> _Entry:
+        """The cached result for an attribute set, found by content; an AttributeSet's token is remembered too."""
+        cache = policy.cache
+        try:
+            key: _AttributeKey | None = tuple(attributes.items()) if attributes else ()
+            entry = cache.get(key)
+        except TypeError:  # a list value makes the items unhashable: compute without the cache
+            key, entry = None, None
+        if entry is None:
+            entry = self._rewrite(policy, attributes or {})
+            if key is not None:
+                if len(cache) >= self._cache_size:
+                    cache.clear()
+                cache[key] = entry
+        if type(attributes) is AttributeSet:
+            if len(cache) >= self._cache_size:
+                cache.clear()
+            cache[attributes.token] = entry
+        return entry
+
     def _rewrite(self, policy: _Policy, attributes: Mapping[str, Any]) -> _Entry:
         """The result for one attribute set (not cached here)."""
         # Runs once per new attribute set, so the common case (a known key, a string value seen before and
@@ -668,7 +684,8 @@ class SanitizeProcessor(Processor):
             new[key] = new_value
         if not changed:
             return _Entry(None, False, _UNCHANGED_COUNTS)
-        return _Entry(new, lossy, tuple(counts.items()))
+        # Shared by every point of the set, and immutable, so that the exporters cache their work on it too.
+        return _Entry(AttributeSet(new), lossy, tuple(counts.items()))
 
     def _clean_exemplars(self, policy: _Policy, exemplars: Sequence[Any]) -> list[Any] | None:
         """Exemplars with their filtered attributes (those a view removed, which may hold anything) cleaned."""
