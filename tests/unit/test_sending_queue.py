@@ -151,8 +151,8 @@ def test_each_partition_is_sent_in_order_even_when_its_head_is_retried() -> None
 
     per_shard: dict[str, list[int]] = {}
     for body in backend.bodies():
-        shard, n = body.decode().split(":")
-        per_shard.setdefault(shard, []).append(int(n))
+        shard_name, number = body.decode().split(":")
+        per_shard.setdefault(shard_name, []).append(int(number))
     assert per_shard == {str(shard): list(range(25)) for shard in range(4)}
     assert queue.stats().retries == 7
 
