@@ -1,0 +1,368 @@
+"""The alerting commands of the ``otel-monitoring`` CLI: ``alertmanager render``, ``alert-relay`` and ``alerts``.
+
+:func:`add_commands` registers them on the CLI's subparsers, like the other ``_add_<name>_command`` functions
+of :mod:`otel_monitoring.cli`. Bad input prints one line on stderr and exits 2; an unreachable Alertmanager or
+archive exits 1.
+
+    $ otel-monitoring alertmanager render --out /etc/alertmanager/alertmanager.yml
+    $ otel-monitoring alert-relay
+    $ otel-monitoring alerts list
+    $ otel-monitoring alerts silence --matcher alertname=HighLatency --duration 2h --comment "deploying a fix"
+    $ otel-monitoring alerts history --since 24h --status firing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError
+
+if TYPE_CHECKING:
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = ["add_commands", "parse_duration", "parse_matcher"]
+
+PROG = "otel-monitoring"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MATCHER = re.compile(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Prometheus-style duration such as ``90s``, ``2h`` or ``1h30m``.
+
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    """
+    value = text.strip()
+    if not value or _DURATION_PART.sub("", value):  # something left over is not part of a duration
+        raise ValueError(f"{text!r} is not a duration such as 30m, 2h or 7d")
+    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(value))
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return timedelta(seconds=seconds)
+
+
+def parse_matcher(text: str) -> dict[str, Any]:
+    """``name=value`` (or ``!=``, ``=~``, ``!~``) as an Alertmanager API v2 matcher; quotes around the value go.
+
+    >>> parse_matcher('severity=~"warning|info"')
+    {'name': 'severity', 'value': 'warning|info', 'isRegex': True, 'isEqual': True}
+    """
+    match = _MATCHER.fullmatch(text)
+    if match is None or not match[3]:
+        raise ValueError(f"{text!r} is not a matcher such as alertname=HighLatency")
+    name, operator, value = match[1], match[2], match[3]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return {"name": name, "value": value, "isRegex": "~" in operator, "isEqual": not operator.startswith("!")}
+
+
+def _config_option() -> argparse.ArgumentParser:
+    # As the CLI's other commands: --config after the command, defaulting to SUPPRESS so that a value given
+    # before the command is kept.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help=f"YAML settings file (default: ${CONFIG_FILE_ENV})"
+    )
+    return parent
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from otel_monitoring.cli import load_command_settings  # late: the CLI module imports this one
+
+    return load_command_settings(args)
+
+
+def _usage_error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _failure(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+# --- alertmanager render --------------------------------------------------------------------------------------
+
+
+def _add_alertmanager_command(subparsers: _Subparsers) -> None:
+    alertmanager = subparsers.add_parser(
+        "alertmanager",
+        help="render an Alertmanager config from settings",
+        description="Alertmanager configuration rendered from the alerting settings (docs/alertmanager.md).",
+        parents=[_config_option()],
+    )
+    actions = alertmanager.add_subparsers(dest="alertmanager_command", metavar="ACTION", required=True)
+    render = actions.add_parser(
+        "render",
+        help="write alertmanager.yml and its notification templates",
+        description="Write the Alertmanager config to --out and otel-monitoring.tmpl beside it: routes by "
+        "severity, grouping, inhibition, Slack/email/PagerDuty/SMS receivers for the channels set in settings.",
+        parents=[_config_option()],
+    )
+    render.add_argument("--out", metavar="FILE", required=True, help="the config file to write")
+    render.add_argument(
+        "--secrets-dir",
+        metavar="DIR",
+        help="write secrets (Slack webhook, PagerDuty key, SMTP password, relay token) as files here and "
+        "reference them from the config instead of inlining them",
+    )
+    render.add_argument("--group-wait", metavar="DURATION", default="30s", help="default: 30s")
+    render.add_argument("--group-interval", metavar="DURATION", default="5m", help="default: 5m")
+    render.add_argument("--repeat-interval", metavar="DURATION", default="4h", help="warnings; default: 4h")
+    render.set_defaults(func=_alertmanager_render)
+
+
+def _alertmanager_render(args: argparse.Namespace) -> int:
+    from otel_monitoring.alertmanager_config import RouteTiming, write_alertmanager_config
+
+    settings = _settings(args)
+    try:
+        timing = RouteTiming(
+            group_wait=args.group_wait, group_interval=args.group_interval, repeat_interval=args.repeat_interval
+        )
+    except SettingsError as error:
+        return _usage_error(f"--{error.key.replace('_', '-')}: {error.problem} (got {error.got})")
+    rendered = write_alertmanager_config(settings, args.out, timing=timing, secrets_dir=args.secrets_dir)
+    print(f"{args.out}: written; templates in {Path(args.out).parent / 'otel-monitoring.tmpl'}")
+    print(rendered.summary())
+    return 0
+
+
+# --- alert-relay ----------------------------------------------------------------------------------------------
+
+
+def _add_alert_relay_command(subparsers: _Subparsers) -> None:
+    relay = subparsers.add_parser(
+        "alert-relay",
+        help="receive Alertmanager webhooks: archive them and send SMS",
+        description="Serve the alert relay (docs/alert-relay.md): POST /webhook archives, POST /webhook/sms "
+        "archives and sends SMS, GET /healthz. Runs until SIGTERM or SIGINT.",
+        parents=[_config_option()],
+    )
+    relay.add_argument("--listen", metavar="HOST:PORT", help="default: alerting.relay_listen_address")
+    relay.set_defaults(func=_alert_relay)
+
+
+def _alert_relay(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from otel_monitoring.alert_relay import create_alert_relay_app
+
+    settings = _settings(args)
+    listen = args.listen or settings.alerting.relay_listen_address
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return _usage_error(f"--listen: must be host:port (got {listen!r})")
+    # A program, not a library in a host: it owns its log output, as the collector sidecar does.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_alert_relay_app(settings)
+    uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="warning", server_header=False)
+    return 0
+
+
+# --- alerts list / silence / history ---------------------------------------------------------------------------
+
+
+def _add_alerts_command(subparsers: _Subparsers) -> None:
+    alerts = subparsers.add_parser(
+        "alerts",
+        help="list and silence alerts in Alertmanager, read the alert history",
+        description="Talk to Alertmanager at ALERTMANAGER_URL (API v2), or read the alert relay's archive.",
+        parents=[_config_option()],
+    )
+    actions = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+    listing = actions.add_parser(
+        "list", help="alerts Alertmanager holds now", description="Alerts Alertmanager holds now, newest first.",
+        parents=[_config_option()],
+    )  # fmt: skip
+    listing.add_argument("--filter", action="append", default=[], metavar="MATCHER", help="e.g. severity=critical")
+    listing.add_argument("--json", action="store_true", help="print Alertmanager's JSON")
+    listing.set_defaults(func=_alerts_list)
+
+    silence = actions.add_parser(
+        "silence",
+        help="silence alerts for a while",
+        description="Create a silence in Alertmanager for the alerts matching every --matcher.",
+        parents=[_config_option()],
+    )
+    silence.add_argument(
+        "--matcher", action="append", required=True, metavar="MATCHER", help="name=value, !=, =~ or !~; repeatable"
+    )
+    silence.add_argument("--duration", required=True, metavar="DURATION", help="e.g. 2h")
+    silence.add_argument("--comment", required=True, help="why (Alertmanager requires it)")
+    silence.add_argument("--author", default="otel-monitoring", help="createdBy (default: otel-monitoring)")
+    silence.set_defaults(func=_alerts_silence)
+
+    history = actions.add_parser(
+        "history",
+        help="alerts the relay archived",
+        description="Alerts the alert relay archived (alerting.history_database_url), oldest first.",
+        parents=[_config_option()],
+    )
+    history.add_argument("--since", default="24h", metavar="DURATION", help="default: 24h")
+    history.add_argument("--status", choices=("firing", "resolved"), help="only firing or only resolved")
+    history.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.set_defaults(func=_alerts_history)
+
+
+def _alertmanager_api(settings: Settings) -> str:
+    return settings.alerting.alertmanager_url.rstrip("/") + "/api/v2"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _alerts_list(args: argparse.Namespace) -> int:
+    import httpx
+
+    settings = _settings(args)
+    for item in args.filter:
+        try:
+            parse_matcher(item)
+        except ValueError as error:
+            return _usage_error(f"--filter: {error}")
+    url = _alertmanager_api(settings) + "/alerts"
+    try:
+        response = httpx.get(url, params={"filter": args.filter}, timeout=10.0)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        return _failure(f"Alertmanager at {settings.alerting.alertmanager_url}: {error}")
+    alerts: list[dict[str, Any]] = sorted(response.json(), key=lambda alert: alert["startsAt"], reverse=True)
+    if args.json:
+        print(json.dumps(alerts, indent=2))
+        return 0
+    if not alerts:
+        print("no alerts")
+        return 0
+    rows = [("STARTED", "SEVERITY", "ALERTNAME", "SERVICE", "STATE", "SUMMARY")]
+    for alert in alerts:
+        labels, annotations = alert.get("labels", {}), alert.get("annotations", {})
+        rows.append(
+            (
+                alert["startsAt"][:19].replace("T", " "),
+                labels.get("severity", ""),
+                labels.get("alertname", ""),
+                labels.get("service") or labels.get("job", ""),
+                alert.get("status", {}).get("state", ""),
+                annotations.get("summary", ""),
+            )
+        )
+    print(_table(rows))
+    return 0
+
+
+def _alerts_silence(args: argparse.Namespace) -> int:
+    import httpx
+
+    settings = _settings(args)
+    try:
+        matchers = [parse_matcher(item) for item in args.matcher]
+    except ValueError as error:
+        return _usage_error(f"--matcher: {error}")
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as error:
+        return _usage_error(f"--duration: {error}")
+    if not args.comment.strip():
+        return _usage_error("--comment: must not be empty")
+    starts = datetime.now(UTC)
+    silence = {
+        "matchers": matchers,
+        "startsAt": starts.isoformat(),
+        "endsAt": (starts + duration).isoformat(),
+        "createdBy": args.author,
+        "comment": args.comment,
+    }
+    try:
+        response = httpx.post(_alertmanager_api(settings) + "/silences", json=silence, timeout=10.0)
+    except httpx.HTTPError as error:
+        return _failure(f"Alertmanager at {settings.alerting.alertmanager_url}: {error}")
+    if response.status_code == 400:
+        return _usage_error(f"Alertmanager refused the silence: {response.text.strip()}")
+    if not response.is_success:
+        return _failure(f"Alertmanager answered {response.status_code}: {response.text.strip()[:200]}")
+    print(f"silence {response.json()['silenceID']} until {silence['endsAt']}")
+    return 0
+
+
+def _alerts_history(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from otel_monitoring.alert_relay.history import AlertHistory
+
+    settings = _settings(args)
+    try:
+        since = parse_duration(args.since)
+    except ValueError as error:
+        return _usage_error(f"--since: {error}")
+    if args.limit is not None and args.limit < 1:
+        return _usage_error(f"--limit: must be >= 1 (got {args.limit})")
+    database_url = settings.alerting.history_database_url
+    url = make_url(database_url)
+    in_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    # Reading must not leave an empty database behind where the relay has never run.
+    if in_file and not Path(str(url.database)).exists():
+        return _failure(f"no alert history at {url.database} (alerting.history_database_url): has the relay run?")
+    try:
+        history = AlertHistory(database_url)
+        try:
+            entries = history.query(since=datetime.now(UTC) - since, status=args.status, limit=args.limit)
+        finally:
+            history.close()
+    except SQLAlchemyError as error:
+        return _failure(f"alert history at {url.render_as_string(hide_password=True)}: {error}")
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry.to_json()))
+        return 0
+    if not entries:
+        print(f"no alerts archived in the last {args.since}")
+        return 0
+    rows = [("RECEIVED (UTC)", "STATUS", "SEVERITY", "ALERTNAME", "SERVICE", "SUMMARY")]
+    for entry in entries:
+        rows.append(
+            (
+                entry.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+                entry.status,
+                entry.severity,
+                entry.alertname,
+                entry.labels.get("service") or entry.labels.get("job", ""),
+                entry.annotations.get("summary", ""),
+            )
+        )
+    print(_table(rows))
+    return 0
+
+
+def add_commands(subparsers: _Subparsers) -> None:
+    """Register ``alertmanager``, ``alert-relay`` and ``alerts`` on the CLI's subparsers.
+
+    >>> parser = argparse.ArgumentParser(prog="otel-monitoring")
+    >>> add_commands(parser.add_subparsers(dest="command"))
+    >>> parser.parse_args(["alerts", "history", "--since", "2h"]).since
+    '2h'
+    """
+    _add_alertmanager_command(subparsers)
+    _add_alert_relay_command(subparsers)
+    _add_alerts_command(subparsers)
