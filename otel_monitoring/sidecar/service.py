@@ -38,13 +38,16 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from otel_monitoring._instruments import MetricsRegistry
 from otel_monitoring.sidecar._asgi import serve_lifespan
 from otel_monitoring.sidecar.config import (
+    COMPONENT_TYPES,
     BatchConfig,
     BearerTokenAuthExtensionConfig,
     CollectorConfig,
     CollectorConfigError,
     DebugExporterConfig,
+    FileStorageExtensionConfig,
     HealthCheckExtensionConfig,
     MemoryLimiterConfig,
+    OTLPHTTPExporterConfig,
     PrometheusExporterConfig,
     PrometheusRemoteWriteExporterConfig,
     TLSServerConfig,
@@ -54,6 +57,7 @@ from otel_monitoring.sidecar.config import (
 from otel_monitoring.sidecar.memory_limiter import MemoryLimiter, available_memory, process_rss
 from otel_monitoring.sidecar.prometheus_exporter import PrometheusExporter
 from otel_monitoring.sidecar.receiver import OTLPHTTPReceiver, ReceiverBusy
+from otel_monitoring.sidecar.sending_queue import FileStorage, QueueFiles, StorageError
 from processors import Pipeline, Processor, ProcessorContext
 from processors.pipeline import factory_for
 
@@ -75,7 +79,6 @@ STOPPED: Final = "stopped"
 
 _UNAVAILABLE_EXPORTERS: Final = {
     "otlp": "OTLP/gRPC export",
-    "otlphttp": "OTLP/HTTP export",
     "pushgateway": "Pushgateway export",
 }
 _EXPORTER_SHUTDOWN_TIMEOUT: Final = 3.0
@@ -100,12 +103,16 @@ def count_points(data: MetricsData) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ExporterCounts:
-    """An exporter's figures for the sidecar's own metrics, in data points (``queue_size`` in requests)."""
+    """An exporter's figures for the sidecar's own metrics, in data points (``queue_size`` and
+    ``queue_capacity`` in requests). ``failed``: given up after trying (or refused by conversion);
+    ``enqueue_failed``: refused by a full or closed sending queue."""
 
     sent: int = 0
     failed: int = 0
     queue_size: int = 0
     series: int | None = None
+    queue_capacity: int = 0
+    enqueue_failed: int = 0
 
 
 class MetricsExporter(Protocol):
@@ -170,10 +177,13 @@ class _PrometheusExporterAdapter(_Counted):
         pass
 
 
-class _RemoteWriteExporterAdapter:
-    def __init__(self, exporter: Any, config: PrometheusRemoteWriteExporterConfig) -> None:
+class _QueuedExporterAdapter:
+    """An exporter on the sending queue (remote write, otlphttp): its own ``busy`` refuses upstream while the queue
+    is full, so the workers retry instead of points being lost here; ``counts`` maps its stats."""
+
+    def __init__(self, exporter: Any, counts: Callable[[], ExporterCounts]) -> None:
         self.exporter = exporter
-        self._capacity = config.remote_write_queue.queue_size if config.remote_write_queue.enabled else 0
+        self.counts = counts
 
     def start(self) -> None:
         self.exporter.start()
@@ -182,12 +192,7 @@ class _RemoteWriteExporterAdapter:
         return bool(self.exporter.export(data))
 
     def busy(self) -> bool:
-        # Refusing upstream while the queue is full makes the workers retry instead of losing points here.
-        return bool(self._capacity) and self.exporter.stats().queued_requests >= self._capacity
-
-    def counts(self) -> ExporterCounts:
-        stats = self.exporter.stats()
-        return ExporterCounts(stats.sent, stats.failed + stats.dropped + stats.unsupported, stats.queued_requests)
+        return bool(self.exporter.busy())
 
     def shutdown(self, timeout: float) -> None:
         self.exporter.shutdown(timeout=timeout)
@@ -461,6 +466,14 @@ class CollectorService:
         self._clock = clock
         self._secrets = self._pipeline_secrets(settings)
         self.prometheus_exporters: dict[str, _ServedPrometheusExporter] = {}
+        # file_storage extensions: no I/O until serve() opens them (and takes their locks).
+        self.file_storages: dict[str, FileStorage] = {
+            extension_id: FileStorage(
+                extension.directory, create_directory=extension.create_directory, timeout=extension.timeout
+            )
+            for extension_id in config.service.extensions
+            if isinstance(extension := config.extensions[extension_id], FileStorageExtensionConfig)
+        }
         self.exporters: dict[str, MetricsExporter] = {
             exporter_id: self._create_exporter(exporter_id) for exporter_id in self._used("exporters")
         }
@@ -509,10 +522,11 @@ class CollectorService:
         config = self.config.exporters[exporter_id]
         type_name = component_type(exporter_id)
         if type_name in _UNAVAILABLE_EXPORTERS:
+            available = sorted(set(COMPONENT_TYPES["exporters"]) - set(_UNAVAILABLE_EXPORTERS))
             raise CollectorConfigError(
                 f"exporters.{exporter_id}",
                 f"{_UNAVAILABLE_EXPORTERS[type_name]} is not available yet in this sidecar; remove it from "
-                "service.pipelines (available: prometheus, prometheusremotewrite, debug)",
+                f"service.pipelines (available: {', '.join(available)})",
             )
         if isinstance(config, PrometheusExporterConfig):
             try:
@@ -523,27 +537,82 @@ class CollectorService:
             return _PrometheusExporterAdapter(exporter, exporter_id)
         if isinstance(config, PrometheusRemoteWriteExporterConfig):
             return self._create_remote_write(exporter_id, config)
+        if isinstance(config, OTLPHTTPExporterConfig):
+            return self._create_otlphttp(exporter_id, config)
         if isinstance(config, DebugExporterConfig):
             return DebugExporter(config, exporter_id)
         raise CollectorConfigError(f"exporters.{exporter_id}", f"exporter type {type_name!r} is not available yet")
 
+    def _auth_header(self, auth: Any) -> Callable[[], str] | None:
+        """The ``Authorization`` value an exporter sends (its ``bearertokenauth``), read once at start."""
+        token = self._bearer_token(auth)
+        if token is None:
+            return None
+        try:
+            secret = token.token.get_secret_value() if token.token is not None else _read(str(token.filename))
+        except OSError as error:
+            raise CollectorConfigError(f"extensions.{auth.authenticator}.filename", str(error)) from None
+        value = f"{token.scheme} {secret.strip()}"
+        return lambda: value
+
+    def _queue_files(self, exporter_id: str, queue_key: str, storage_id: str | None) -> QueueFiles | None:
+        """The files of ``exporter_id``'s queue in the ``file_storage`` extension its ``storage`` names."""
+        if storage_id is None:
+            return None
+        storage = self.file_storages.get(storage_id)
+        if storage is None:  # the config checks this at load; a hand-built config may still get here
+            raise CollectorConfigError(
+                f"exporters.{exporter_id}.{queue_key}.storage",
+                f"extension {storage_id!r} is not a file_storage extension listed in service.extensions "
+                f"(available: {', '.join(sorted(self.file_storages)) or 'none'})",
+            )
+        return storage.queue_files(exporter_id)
+
     def _create_remote_write(self, exporter_id: str, config: PrometheusRemoteWriteExporterConfig) -> MetricsExporter:
         from otel_monitoring.sidecar.remote_write import RemoteWriteExporter
 
-        token = self._bearer_token(config.auth)
-        auth_header: Callable[[], str] | None = None
-        if token is not None:
-            try:
-                secret = token.token.get_secret_value() if token.token is not None else _read(str(token.filename))
-            except OSError as error:
-                raise CollectorConfigError(f"extensions.{config.auth.authenticator}.filename", str(error)) from None  # type: ignore[union-attr]
-            value = f"{token.scheme} {secret.strip()}"
-            auth_header = lambda: value  # noqa: E731 - a constant header
+        files = self._queue_files(exporter_id, "remote_write_queue", config.remote_write_queue.storage)
         try:
-            exporter = RemoteWriteExporter(config, auth_header=auth_header, name=exporter_id)
-        except ValueError as error:
-            raise CollectorConfigError("", str(error)) from None
-        return _RemoteWriteExporterAdapter(exporter, config)
+            exporter = RemoteWriteExporter(
+                config, auth_header=self._auth_header(config.auth), name=exporter_id, storage=files
+            )
+        except (ValueError, OSError) as error:
+            raise CollectorConfigError(f"exporters.{exporter_id}", str(error)) from None
+
+        def counts() -> ExporterCounts:
+            stats = exporter.stats()
+            return ExporterCounts(
+                sent=stats.sent,
+                failed=stats.failed + stats.unsupported,
+                queue_size=stats.queued_requests,
+                queue_capacity=stats.capacity,
+                enqueue_failed=stats.dropped,
+            )
+
+        return _QueuedExporterAdapter(exporter, counts)
+
+    def _create_otlphttp(self, exporter_id: str, config: OTLPHTTPExporterConfig) -> MetricsExporter:
+        from otel_monitoring.sidecar.otlp_exporter import OTLPHTTPExporter
+
+        files = self._queue_files(exporter_id, "sending_queue", config.sending_queue.storage)
+        try:
+            exporter = OTLPHTTPExporter(
+                config, auth_header=self._auth_header(config.auth), name=exporter_id, storage=files
+            )
+        except (ValueError, OSError) as error:
+            raise CollectorConfigError(f"exporters.{exporter_id}", str(error)) from None
+
+        def counts() -> ExporterCounts:
+            stats = exporter.stats()
+            return ExporterCounts(
+                sent=stats.sent - stats.rejected,
+                failed=stats.failed + stats.rejected,
+                queue_size=stats.queued_requests,
+                queue_capacity=stats.capacity,
+                enqueue_failed=stats.dropped,
+            )
+
+        return _QueuedExporterAdapter(exporter, counts)
 
     def _create_pipeline(self, pipeline_id: str) -> _MetricsPipeline:
         pipeline = self.config.service.pipelines[pipeline_id]
@@ -657,14 +726,26 @@ class CollectorService:
         family(
             "otelcol_exporter_send_failed_metric_points_total",
             "counter",
-            "Data points the exporter failed to deliver or dropped.",
+            "Data points the exporter gave up on (refused by the backend, retries exhausted, not convertible).",
             [(labels, c.failed) for labels, c in counts],
+        )
+        family(
+            "otelcol_exporter_enqueue_failed_metric_points_total",
+            "counter",
+            "Data points the sending queue refused (full or shutting down).",
+            [(labels, c.enqueue_failed) for labels, c in counts],
         )
         family(
             "otelcol_exporter_queue_size",
             "gauge",
             "Requests waiting in the exporter's sending queue.",
             [(f'{labels},data_type="metrics"', c.queue_size) for labels, c in counts],
+        )
+        family(
+            "otelcol_exporter_queue_capacity",
+            "gauge",
+            "Requests the exporter's sending queue holds at most (0: no queue).",
+            [(f'{labels},data_type="metrics"', c.queue_capacity) for labels, c in counts],
         )
         family(
             "otel_monitoring_exporter_series",
@@ -741,8 +822,12 @@ class CollectorService:
             for _, _, sock in servers:
                 sock.close()
             raise
-        for exporter in self.exporters.values():
-            exporter.start()
+        try:
+            self._start_exporters()
+        except CollectorConfigError:
+            for _, _, sock in servers:
+                sock.close()
+            raise
         for pipeline in self.pipelines.values():
             pipeline.start()
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for _, server, sock in servers]
@@ -764,6 +849,32 @@ class CollectorService:
         await self._stop.wait()
         return await self._drain(servers, tasks)
 
+    def _start_exporters(self) -> None:
+        """Open the file_storage extensions (their locks), then start the exporters, which send first what an
+        earlier run left on disk. On failure everything started is stopped again, files untouched."""
+        started: list[MetricsExporter] = []
+        try:
+            for extension_id, storage in self.file_storages.items():
+                try:
+                    storage.open()
+                except StorageError as error:
+                    raise CollectorConfigError(f"extensions.{extension_id}.directory", str(error)) from None
+            for exporter_id, exporter in self.exporters.items():
+                try:
+                    exporter.start()
+                except StorageError as error:
+                    raise CollectorConfigError(f"exporters.{exporter_id}", str(error)) from None
+                started.append(exporter)
+        except CollectorConfigError:
+            for exporter in started:
+                exporter.shutdown(0.0)
+            self._close_storages()
+            raise
+
+    def _close_storages(self) -> None:
+        for storage in self.file_storages.values():
+            storage.close()
+
     async def _drain(self, servers: list[tuple[_Listener, _Server, socket.socket]], tasks: list[Any]) -> int:
         failed = self.state != RUNNING
         self.state = STOPPING
@@ -779,6 +890,7 @@ class CollectorService:
             await asyncio.gather(*stage_tasks, return_exceptions=True)
             if stage == 0:
                 await self._stop_pipelines()
+        self._close_storages()
         self.state = STOPPED
         _logger.info("collector stopped")
         return 1 if failed else 0

@@ -36,7 +36,8 @@ from otel_monitoring.sidecar.config import (
 )
 from otel_monitoring.sidecar.memory_limiter import MemoryLimiter
 from otel_monitoring.sidecar.receiver import ReceiverBusy
-from otel_monitoring.sidecar.service import CollectorService, DebugExporter, HealthCheck, count_points
+from otel_monitoring.sidecar.service import CollectorService, DebugExporter, ExporterCounts, HealthCheck, count_points
+from tests.support import free_port
 
 KEY = "unit-test-pseudonym-key-0123456789"
 MiB = 2**20
@@ -236,10 +237,9 @@ def test_service_health_is_503_after_stop_and_data_is_refused_while_stopping() -
     assert seen == [503, 200, 503]
 
 
-@pytest.mark.parametrize("exporter", ["otlphttp", "otlp", "pushgateway"])
+@pytest.mark.parametrize("exporter", ["otlp", "pushgateway"])
 def test_exporters_not_built_yet_are_refused_at_start_naming_the_id(exporter: str) -> None:
     settings = {
-        "otlphttp": {"endpoint": "http://gateway:4318"},
         "otlp": {"endpoint": "gateway:4317"},
         "pushgateway": {"url": "http://pushgateway:9091"},
     }[exporter]
@@ -272,8 +272,91 @@ def test_remote_write_is_built_from_its_config() -> None:
     counts = exporter.counts()
     own = service.render_own_metrics()
     exporter.shutdown(0.1)
-    assert (counts.sent, counts.failed, counts.queue_size) == (0, 0, 0)
+    assert (counts.sent, counts.failed, counts.queue_size, counts.queue_capacity) == (0, 0, 0, 10000)
     assert 'otelcol_exporter_queue_size{exporter="prometheusremotewrite",data_type="metrics"} 0.0' in own
+    assert 'otelcol_exporter_queue_capacity{exporter="prometheusremotewrite",data_type="metrics"} 10000.0' in own
+
+
+def _queued_config(directory: Path, endpoint: str, create_directory: bool = True) -> CollectorConfig:
+    pipelines = {"metrics": {"receivers": ["otlp"], "exporters": ["otlphttp/gw", "prometheusremotewrite"]}}
+    return _config(
+        pipelines,
+        exporters={
+            "otlphttp/gw": {"endpoint": endpoint, "sending_queue": {"storage": "file_storage/q", "queue_size": 7}},
+            "prometheusremotewrite": {
+                "endpoint": endpoint + "/api/v1/write",
+                "remote_write_queue": {"storage": "file_storage/q"},
+            },
+        },
+        extensions={
+            "health_check": {"endpoint": "127.0.0.1:0"},
+            "file_storage/q": {"directory": str(directory), "create_directory": create_directory},
+        },
+        service={"extensions": ["health_check", "file_storage/q"], "pipelines": pipelines},
+    )
+
+
+def test_queues_with_storage_use_the_file_storage_directory_and_lock_it_while_running(tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    queue_dir = tmp_path / "queue"
+    service = _service(_queued_config(queue_dir, down))
+    rival = _service(_queued_config(queue_dir, down))
+    refused: list[str] = []
+
+    async def scenario() -> None:
+        async with _running(service) as client:
+            assert (await _post(client, _batch("w1", 5, points=2))).status_code == 200
+            with pytest.raises(CollectorConfigError) as caught:
+                await rival.serve()
+            refused.append(str(caught.value))
+            await service.pipelines["metrics"].flush()
+
+    asyncio.run(scenario())
+
+    assert refused[0].startswith("extensions.file_storage/q.directory: ") and "in use by another sidecar" in refused[0]
+    # The backend was down for the whole run: each queue kept its batch on disk, in its own directory.
+    assert sorted(p.name for p in queue_dir.iterdir()) == [".lock", "otlphttp%2Fgw", "prometheusremotewrite"]
+    assert len(list((queue_dir / "otlphttp%2Fgw").glob("*.batch"))) == 1
+    assert len(list((queue_dir / "prometheusremotewrite").glob("*.batch"))) >= 1
+    counts = service.exporters["otlphttp/gw"].counts()
+    assert (counts.sent, counts.failed, counts.enqueue_failed, counts.queue_capacity) == (0, 0, 0, 7)
+
+
+def test_storage_naming_a_missing_directory_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    service = _service(_queued_config(tmp_path / "absent", "http://127.0.0.1:9", create_directory=False))
+
+    with pytest.raises(CollectorConfigError, match=r"^extensions\.file_storage/q\.directory: .*does not exist"):
+        asyncio.run(service.serve())
+
+
+def test_a_full_sending_queue_refuses_upstream_with_503() -> None:
+    config = _config(
+        {"metrics": {"receivers": ["otlp"], "exporters": ["otlphttp"]}},
+        exporters={
+            "otlphttp": {
+                "endpoint": f"http://127.0.0.1:{free_port()}",
+                "sending_queue": {"queue_size": 2, "num_consumers": 1},
+                "retry_on_failure": {"max_elapsed_time": "0"},
+            }
+        },
+    )
+    service = _service(config, exporter_shutdown_timeout=0.2)
+    statuses: list[int] = []
+
+    async def scenario() -> None:
+        async with _running(service) as client:
+            for n in range(4):
+                response = await _post(client, _batch("w1", n))
+                statuses.append(response.status_code)
+                if response.status_code == 503:
+                    assert response.headers["retry-after"]
+            counts.append(service.exporters["otlphttp"].counts())
+
+    counts: list[ExporterCounts] = []
+    asyncio.run(scenario())
+
+    assert statuses == [200, 200, 503, 503]
+    assert (counts[0].queue_size, counts[0].enqueue_failed) == (2, 0)  # refused upstream, never dropped here
 
 
 def test_own_metrics_are_served_with_the_data_and_count_points() -> None:
