@@ -135,7 +135,12 @@ def _alertmanager_render(args: argparse.Namespace) -> int:
         )
     except SettingsError as error:
         return _usage_error(f"--{error.key.replace('_', '-')}: {error.problem} (got {error.got})")
-    rendered = write_alertmanager_config(settings, args.out, timing=timing, secrets_dir=args.secrets_dir)
+    try:
+        rendered = write_alertmanager_config(settings, args.out, timing=timing, secrets_dir=args.secrets_dir)
+    except SettingsError as error:
+        return _usage_error(str(error))
+    except OSError as error:
+        return _failure(f"--out {args.out}: {error.strerror or error}")
     print(f"{args.out}: written; templates in {Path(args.out).parent / 'otel-monitoring.tmpl'}")
     print(rendered.summary())
     return 0
