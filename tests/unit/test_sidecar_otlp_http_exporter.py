@@ -44,14 +44,8 @@ T0 = 1_700_000_000_000_000_000
 
 
 def metrics_data(value: int = 7) -> MetricsData:
-    counter = Metric(
-        "jobs",
-        "",
-        "1",
-        Sum(
-            [NumberDataPoint({"queue": "mail", "n": 3}, T0, T0 + 10**9, value)], AggregationTemporality.CUMULATIVE, True
-        ),
-    )
+    number = NumberDataPoint({"queue": "mail", "n": 3}, T0, T0 + 10**9, value)
+    counter = Metric("jobs", "", "1", Sum([number], AggregationTemporality.CUMULATIVE, True))
     point = HistogramDataPoint({"route": "/a"}, T0, T0 + 10**9, 4, 2.5, [1, 2, 1], [0.1, 1.0], 0.05, 1.5)
     histogram = Metric("latency", "", "s", Histogram([point], AggregationTemporality.CUMULATIVE))
     scope = ScopeMetrics(InstrumentationScope("app", "1.0"), [counter, histogram], "")
