@@ -139,6 +139,7 @@ def _shadow_request_class() -> Any:
 
 _ShadowRequest: Any = _shadow_request_class()
 _key_value_from_bytes: Callable[[bytes], common_pb2.KeyValue] = common_pb2.KeyValue.FromString
+_new = object.__new__
 
 
 # --- AnyValue -------------------------------------------------------------------------------------------------
@@ -478,19 +479,23 @@ class OTLPMetricsDecoder:
             attributes = sets_get(key)
             if attributes is None:
                 attributes = decode_set(key)
-            append(
-                NumberDataPoint(
-                    attributes,
-                    point.start_time_unix_nano,
-                    point.time_unix_nano,
-                    point.as_double if which == "as_double" else point.as_int,
-                    _exemplars(point.exemplars) if point.exemplars else (),
-                )
+            exemplars = point.exemplars
+            # The SDK's frozen dataclass __init__ sets each field through object.__setattr__: filling the
+            # instance dict directly is the same object for ~0.25 µs less per point (issue 5's throughput target).
+            created = _new(NumberDataPoint)
+            created.__dict__.update(
+                attributes=attributes,
+                start_time_unix_nano=point.start_time_unix_nano,
+                time_unix_nano=point.time_unix_nano,
+                value=point.as_double if which == "as_double" else point.as_int,
+                exemplars=_exemplars(exemplars) if exemplars else (),
             )
+            append(created)
         return points
 
     def _histogram_points(self, source: Any, name: str, rejections: _Rejections) -> list[HistogramDataPoint]:
         points: list[HistogramDataPoint] = []
+        valid_bounds: list[float] | None = None  # the last bounds found valid: points of a metric share theirs
         for point in source:
             if point.flags & _NO_RECORDED_VALUE:
                 rejections.add("points flagged 'no recorded value' (not supported)", name)
@@ -507,31 +512,35 @@ class OTLPMetricsDecoder:
             if not bucket_counts and bounds:
                 rejections.add("histogram points with explicit_bounds but no bucket_counts", name)
                 continue
-            if any(not lower < upper for lower, upper in itertools.pairwise(bounds)) or any(
-                math.isnan(bound) for bound in bounds
-            ):
-                rejections.add("histogram points whose explicit_bounds are not strictly increasing", name)
-                continue
+            if bounds != valid_bounds:
+                if any(not lower < upper for lower, upper in itertools.pairwise(bounds)) or any(
+                    math.isnan(bound) for bound in bounds
+                ):
+                    rejections.add("histogram points whose explicit_bounds are not strictly increasing", name)
+                    continue
+                valid_bounds = bounds
             if bucket_counts and sum(bucket_counts) != count:
                 rejections.add("histogram points whose bucket_counts do not add up to count", name)
                 continue
-            points.append(
-                HistogramDataPoint(
-                    self._point_attributes(point.attributes),
-                    point.start_time_unix_nano,
-                    point.time_unix_nano,
-                    count,
-                    # sum, min and max are optional in OTLP and required in the SDK model. A missing sum is 0,
-                    # as the Collector's Prometheus translation writes it; min and max get the SDK's "not
-                    # recorded" values.
-                    point.sum if point.HasField("sum") else 0.0,
-                    bucket_counts,
-                    bounds,
-                    point.min if point.HasField("min") else math.inf,
-                    point.max if point.HasField("max") else -math.inf,
-                    _exemplars(point.exemplars) if point.exemplars else (),
-                )
+            exemplars = point.exemplars
+            # As for number points: the instance dict filled directly, not through the frozen dataclass __init__.
+            created = _new(HistogramDataPoint)
+            created.__dict__.update(
+                attributes=self._point_attributes(point.attributes),
+                start_time_unix_nano=point.start_time_unix_nano,
+                time_unix_nano=point.time_unix_nano,
+                count=count,
+                # sum, min and max are optional in OTLP and required in the SDK model. A missing sum is 0,
+                # as the Collector's Prometheus translation writes it; min and max get the SDK's "not
+                # recorded" values.
+                sum=point.sum if point.HasField("sum") else 0.0,
+                bucket_counts=bucket_counts,
+                explicit_bounds=bounds,
+                min=point.min if point.HasField("min") else math.inf,
+                max=point.max if point.HasField("max") else -math.inf,
+                exemplars=_exemplars(exemplars) if exemplars else (),
             )
+            points.append(created)
         return points
 
     def _exponential_points(
