@@ -2,7 +2,7 @@
 
 Built from :class:`~otel_monitoring.sidecar.config.OTLPExporterConfig`, as the Collector's ``otlp`` exporter:
 ``endpoint`` is ``host:port`` (TLS unless ``tls.insecure``) or a URL whose scheme chooses (``http://``: plaintext,
-``https://``: TLS); ``headers`` and the ``bearertokenauth`` token go in the call's metadata; ``compression: gzip``
+``https://``: TLS); ``headers`` and the ``bearertokenauth`` token go in each call's metadata; ``compression: gzip``
 compresses each message; ``timeout`` is each call's deadline.
 
 Two layers, so delivery is the sidecar's one sending queue:
@@ -32,6 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -43,17 +44,16 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, OTLPExporterConfig
+from otel_monitoring.sidecar.config import OTLPExporterConfig
 from otel_monitoring.sidecar.sending_queue import (
     Batch,
     PermanentError,
     QueueFiles,
-    QueueStats,
     RetryableError,
     SendingQueue,
 )
 
-__all__ = ["OTLPGRPCExporter", "OTLPGRPCSender", "encode_metrics_request"]
+__all__ = ["OTLPGRPCExporter", "OTLPGRPCSender", "OTLPGRPCStats", "encode_metrics_request"]
 
 _logger = logging.getLogger(__name__)
 
@@ -86,8 +86,9 @@ def encode_metrics_request(data: MetricsData) -> bytes:
 class OTLPGRPCSender:
     """Sends encoded ``ExportMetricsServiceRequest`` messages to ``config.endpoint``; one call per :meth:`send`.
 
-    Thread-safe (a grpc channel is). ``bearer_token`` is the ``bearertokenauth`` extension ``config.auth``
-    names; its ``filename`` is read once, here, with ``read_text``; TLS files are read with ``read_bytes``.
+    Thread-safe (a grpc channel is). ``auth_header`` returns the ``authorization`` value of each call (the
+    ``bearertokenauth`` extension that ``config.auth`` names, resolved by the runtime; required when
+    ``config.auth`` is set). TLS files are read once, here, with ``read_bytes``.
     ``insecure_skip_verify`` is refused: grpcio cannot skip verification (give ``ca_file`` instead).
 
     >>> sender = OTLPGRPCSender(OTLPExporterConfig(endpoint="gateway:4317", tls={"insecure": True}))
@@ -100,27 +101,24 @@ class OTLPGRPCSender:
         self,
         config: OTLPExporterConfig,
         *,
-        bearer_token: BearerTokenAuthExtensionConfig | None = None,
+        auth_header: Callable[[], str] | None = None,
         name: str = "otlp",
-        read_text: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8"),
         read_bytes: Callable[[str], bytes] = lambda path: Path(path).read_bytes(),
     ) -> None:
-        if config.auth is not None and bearer_token is None:
+        if config.auth is not None and auth_header is None:
             raise ValueError(
                 f"exporters.{name}.auth.authenticator: extension {config.auth.authenticator!r} "
-                "must be given to the exporter as bearer_token"
+                "must be given to the exporter as auth_header"
             )
         self.name = name
         self.timeout = config.timeout
         self.target, self.secure = _target(config)
-        metadata = [(key.lower(), value.get_secret_value()) for key, value in config.headers.items()]
-        if bearer_token is not None and config.auth is not None:
-            token = bearer_token.token.get_secret_value() if bearer_token.token is not None else None
-            if token is None:
-                token = read_text(str(bearer_token.filename))
-            metadata = [(k, v) for k, v in metadata if k != "authorization"]
-            metadata.append(("authorization", f"{bearer_token.scheme} {token.strip()}"))
-        self._metadata = tuple(metadata)
+        # gRPC metadata keys must be lower-case; the extension's token wins over an `authorization` header.
+        headers = {key.lower(): value.get_secret_value() for key, value in config.headers.items()}
+        if auth_header is not None:
+            headers.pop("authorization", None)
+        self._metadata = tuple(headers.items())
+        self._auth_header = auth_header
         self._compression = grpc.Compression.Gzip if config.compression == "gzip" else grpc.Compression.NoCompression
         if self.secure:
             tls = config.tls
@@ -144,8 +142,11 @@ class OTLPGRPCSender:
         """Make one ``Export`` call with ``body``; the server's answer, whose ``partial_success`` may count
         rejected points. Raises :class:`RetryableError` (with the server's ``RetryInfo`` delay) or
         :class:`PermanentError` as the OTLP spec classifies the status code."""
+        metadata = self._metadata
+        if self._auth_header is not None:
+            metadata = (*metadata, ("authorization", self._auth_header()))
         try:
-            reply = self._export(body, timeout=self.timeout, metadata=self._metadata, compression=self._compression)
+            reply = self._export(body, timeout=self.timeout, metadata=metadata, compression=self._compression)
         except grpc.RpcError as error:
             raise _classify(error) from None
         try:
@@ -202,30 +203,54 @@ def _retry_delay(trailers: Any) -> float | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class OTLPGRPCStats:
+    """Counts in data points, for the sidecar's own metrics; the same fields as the ``otlphttp`` exporter's.
+
+    ``sent``: in calls the server answered OK (``rejected`` of them it reported refusing in ``partial_success``).
+    ``failed``: given up (a permanent status, retries exhausted, or without storage still failing when
+    shutdown's time ran out). ``dropped``: never sent (queue full or closed; without storage, still queued at
+    shutdown). ``queued``/``queued_requests``: waiting now, of ``capacity`` requests. ``retries``: attempts
+    repeated. ``restored_requests``/``kept_requests``: found on disk at start / left there at shutdown.
+    """
+
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0
+    dropped: int = 0
+    queued: int = 0
+    queued_requests: int = 0
+    capacity: int = 0
+    retries: int = 0
+    restored_requests: int = 0
+    kept_requests: int = 0
+
+
 class OTLPGRPCExporter:
     """The ``otlp`` exporter: ``export(data)`` encodes one batch and offers it to the exporter's
     :class:`~otel_monitoring.sidecar.sending_queue.SendingQueue` (``sending_queue``, ``retry_on_failure``), whose
     consumer threads make the calls; ``storage`` (the ``file_storage`` extension's files for this exporter) keeps
     the queue on disk. ``busy()`` is the queue's, so a full queue refuses data upstream.
 
-    ``stats()`` is the queue's :class:`~otel_monitoring.sidecar.sending_queue.QueueStats`; ``rejected_points``
-    counts points the server took but reported in ``partial_success`` (the queue counts them as sent).
-    ``clock``, ``sleep`` and ``jitter`` go to the queue, so tests need no real waiting.
+    ``stats()`` (:class:`OTLPGRPCStats`, the fields of ``OTLPHTTPStats``) counts points; ``rejected`` are points
+    the server took but reported in ``partial_success`` (counted in ``sent`` too). ``auth_header`` returns the
+    ``authorization`` value (the runtime's ``bearertokenauth``); ``clock``, ``sleep`` and ``jitter`` go to the
+    queue, so tests need no real waiting.
 
     >>> exporter = OTLPGRPCExporter(OTLPExporterConfig(endpoint="gateway:4317"), name="otlp/gateway")
     >>> exporter.start()
     >>> exporter.export(MetricsData([]))
     True
     >>> exporter.shutdown(timeout=1.0)
-    >>> exporter.stats().sent, exporter.rejected_points
-    (0, 0)
+    >>> exporter.stats().sent, exporter.stats().capacity
+    (0, 1000)
     """
 
     def __init__(
         self,
         config: OTLPExporterConfig,
         *,
-        bearer_token: BearerTokenAuthExtensionConfig | None = None,
+        auth_header: Callable[[], str] | None = None,
         name: str = "otlp",
         storage: QueueFiles | None = None,
         sender: OTLPGRPCSender | None = None,
@@ -233,9 +258,14 @@ class OTLPGRPCExporter:
         sleep: Callable[[float], object] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        if config.sending_queue.storage is not None and storage is None:
+            raise ValueError(
+                f"exporters.{name}.sending_queue.storage: names a file_storage extension, but no storage was given "
+                "(pass storage=FileStorage(...).queue_files(name), as the sidecar does)"
+            )
         self.config = config
         self.name = name
-        self.sender = sender if sender is not None else OTLPGRPCSender(config, bearer_token=bearer_token, name=name)
+        self.sender = sender if sender is not None else OTLPGRPCSender(config, auth_header=auth_header, name=name)
         self.queue = SendingQueue(
             self._send_batch,
             config.sending_queue,
@@ -269,9 +299,25 @@ class OTLPGRPCExporter:
         """True while the queue might not take the next batch: the pipeline then refuses data upstream."""
         return self.queue.busy()
 
-    def stats(self) -> QueueStats:
-        """The queue's counts, in data points (see :class:`~otel_monitoring.sidecar.sending_queue.QueueStats`)."""
-        return self.queue.stats()
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the queue is empty; False if that took longer than ``timeout``."""
+        return self.queue.flush(timeout)
+
+    def stats(self) -> OTLPGRPCStats:
+        """A snapshot of the counters (see :class:`OTLPGRPCStats`)."""
+        queue = self.queue.stats()
+        return OTLPGRPCStats(
+            sent=queue.sent,
+            rejected=self.rejected_points,
+            failed=queue.failed,
+            dropped=queue.dropped,
+            queued=queue.queued,
+            queued_requests=queue.queued_batches,
+            capacity=queue.capacity,
+            retries=queue.retries,
+            restored_requests=queue.restored_batches,
+            kept_requests=queue.kept_batches,
+        )
 
     @property
     def rejected_points(self) -> int:

@@ -88,12 +88,12 @@ def test_exported_values_arrive_equal_at_the_grpc_receiver() -> None:
         exporter = OTLPGRPCExporter(exporter_config(target, sending_queue={"num_consumers": 1}))
         exporter.start()
         assert all(exporter.export(batch) for batch in batches)
-        assert exporter.queue.flush(timeout=10)
+        assert exporter.flush(timeout=10)
         exporter.shutdown(timeout=1)
     assert [points_by_series(batch) for batch in recorder.batches] == [points_by_series(batch) for batch in batches]
     sent = sum(count_points(batch) for batch in batches)
     assert exporter.stats().sent == receiver.stats.accepted_points == sent
-    assert exporter.stats().failed == exporter.rejected_points == 0
+    assert exporter.stats().failed == exporter.stats().rejected == 0
 
 
 def test_unavailable_with_retry_info_is_retried_no_sooner_than_the_servers_delay() -> None:
@@ -152,7 +152,7 @@ def test_points_the_server_rejects_are_counted_from_partial_success() -> None:
         exporter = OTLPGRPCExporter(exporter_config(target, sending_queue={"enabled": False}))
         assert exporter.export(data)
         exporter.shutdown(timeout=1)
-    assert exporter.rejected_points == receiver.stats.rejected_points == 1
+    assert exporter.stats().rejected == receiver.stats.rejected_points == 1
     assert count_points(recorder.batches[0]) == count_points(data) - 1
 
 
@@ -162,7 +162,7 @@ def test_bearer_token_from_the_extension_is_accepted_by_a_receiver_that_requires
     auth = {"authenticator": "bearertokenauth"}
     with receiver_running(recorder, auth=auth, bearer_token=token) as (receiver, target):
         config = exporter_config(target, sending_queue={"enabled": False}, auth=auth)
-        with_token = OTLPGRPCExporter(config, bearer_token=token)
+        with_token = OTLPGRPCExporter(config, auth_header=lambda: f"Bearer {TOKEN}")
         without = OTLPGRPCExporter(exporter_config(target, sending_queue={"enabled": False}))
         assert with_token.export(sdk_metrics())
         assert not without.export(sdk_metrics())
@@ -174,7 +174,7 @@ def test_bearer_token_from_the_extension_is_accepted_by_a_receiver_that_requires
 
 def test_auth_without_the_extension_is_refused_at_construction() -> None:
     config = exporter_config("127.0.0.1:4317", auth={"authenticator": "bearertokenauth"})
-    with pytest.raises(ValueError, match="must be given to the exporter as bearer_token"):
+    with pytest.raises(ValueError, match="must be given to the exporter as auth_header"):
         OTLPGRPCSender(config)
 
 
@@ -247,12 +247,11 @@ def test_headers_and_token_travel_as_metadata_and_the_body_is_the_encoded_reques
     server = ScriptedServer()
     server.script.append((grpc.StatusCode.OK, ()))
     data = sdk_metrics()
-    token = BearerTokenAuthExtensionConfig(token=TOKEN, scheme="Token")
+    headers = {"X-Tenant": "shop-eu", "Authorization": "Basic configured-header"}
     with server.running() as target:
-        config = exporter_config(
-            target, headers={"X-Tenant": "shop-eu"}, auth={"authenticator": "bearertokenauth"}, compression="gzip"
-        )
-        sender = OTLPGRPCSender(config, bearer_token=token)
+        config = exporter_config(target, headers=headers, auth={"authenticator": "bearertokenauth"}, compression="gzip")
+        # The extension's token wins over a configured Authorization header.
+        sender = OTLPGRPCSender(config, auth_header=lambda: f"Token {TOKEN}")
         sender.send(encode_metrics_request(data))
         sender.close()
     [metadata] = server.metadata
