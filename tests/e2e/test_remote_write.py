@@ -147,7 +147,7 @@ def test_counters_and_histograms_arrive_with_exact_values_and_labels(tmp_path_fa
             r["metric"]["le"]: float(r["value"][1])
             for r in query(server.url, "http_server_request_duration_seconds_bucket")
         }
-        assert buckets == {"0.1": 3, "1": 4, "+Inf": 6}
+        assert buckets == {"0.1": 3, "1.0": 4, "+Inf": 6}  # le as the scrape exporter writes it
         (total,) = query(server.url, "http_server_request_duration_seconds_sum")
         assert total["metric"] == {
             "__name__": "http_server_request_duration_seconds_sum",
