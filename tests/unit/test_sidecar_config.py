@@ -140,6 +140,32 @@ def test_shipped_sidecar_configs_load_without_warnings(path: Path) -> None:
     assert config.warnings == []
 
 
+@pytest.mark.parametrize("path", SHIPPED_SIDECAR_FILES, ids=lambda path: path.name)
+def test_shipped_sidecar_configs_validate_and_build_a_collector_service(
+    path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otel_monitoring.settings import Settings
+    from otel_monitoring.sidecar.service import CollectorService
+
+    token = tmp_path / "token"
+    token.write_text("gateway-token\n", encoding="utf-8")
+    environ = {**EXAMPLE_ENV, "OTEL_GATEWAY_TOKEN_FILE": str(token), "OTEL_MONITORING_QUEUE_DIR": str(tmp_path / "q")}
+
+    status = main(["collector", "validate", "--config", str(path)], environ=environ)
+    config = load_collector_config(path, environ=environ)
+    settings = Settings.model_validate({"processing": {"pseudonym_key": "k" * 32}})
+    service = CollectorService(config, settings=settings)
+
+    assert status == 0 and ": valid (" in capsys.readouterr().out
+    assert sorted(service.exporters) == sorted(
+        {e for pipeline in config.service.pipelines.values() for e in pipeline.exporters}
+    )
+    for exporter in service.exporters.values():
+        exporter.shutdown(0.0)
+    # Building reads the token but leaves the queue directory alone until the sidecar starts.
+    assert not (tmp_path / "q").exists()
+
+
 def test_gateway_otelcol_config_is_a_collector_config_with_a_metrics_pipeline() -> None:
     # The Collector's own file is not ours to validate; it must at least be the Collector's shape.
     document = yaml.safe_load((SHIPPED / "gateway-otelcol.yaml").read_text(encoding="utf-8"))
