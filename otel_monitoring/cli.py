@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
+from otel_monitoring.alerting_cli import add_commands as _add_alerting_commands
 from otel_monitoring.metrics import MetricsRegistry
 from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings, render_settings
 from processors import PipelineConfigError, ProcessorContext, build_pipeline
@@ -173,6 +174,7 @@ def _collector_validate(args: argparse.Namespace) -> int:
 
 # One entry per command, in the order `--help` lists them.
 _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    _add_alerting_commands,
     _add_collector_command,
     _add_config_command,
     _add_demo_command,
