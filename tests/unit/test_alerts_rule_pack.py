@@ -28,7 +28,7 @@ def static_test_files() -> list[Path]:
 
 
 def alert_names_under_test() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in static_test_files():
         for case in yaml.safe_load(path.read_text())["tests"]:
             names.update(test["alertname"] for test in case.get("alert_rule_test", []))
