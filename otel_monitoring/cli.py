@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from otel_monitoring.alerting_cli import add_commands as _add_alerting_commands
 from otel_monitoring.metrics import MetricsRegistry
+from otel_monitoring.rules_cli import add_commands as _add_rules_commands
 from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings, render_settings
 from processors import PipelineConfigError, ProcessorContext, build_pipeline
 
@@ -178,6 +179,7 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_collector_command,
     _add_config_command,
     _add_demo_command,
+    _add_rules_commands,
 )
 
 
