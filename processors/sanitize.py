@@ -287,9 +287,9 @@ _Identity = frozenset[tuple[str, Any]]
 
 
 class _Entry:
-    """The result for one attribute set, cached: the new attributes (None: unchanged; an ``AttributeSet``
-    otherwise), whether the rewrite can
-    make two series one (markers, drops and cuts can; pseudonyms cannot), and what it adds to the counters."""
+    """The result for one attribute set, cached: the new attributes (None: unchanged; else an ``AttributeSet``,
+    so that later components can cache by it too), whether the rewrite can make two series one (markers, drops
+    and cuts can; pseudonyms cannot), and what it adds to the counters."""
 
     __slots__ = ("attributes", "counts", "identity", "lossy")
 
@@ -319,7 +319,6 @@ class _Policy:
         self.cache: dict[Any, _Entry] = {}
 
 
-_AttributeKey = tuple[tuple[str, Any], ...]
 _CleanText = tuple[str, tuple[tuple[DetectorName, int], ...], bool]
 # Where a metric's series live: resource attributes, then scope name and version. Series of two resources (two
 # workers sending to the sidecar) or two scopes are never merged together.
@@ -632,23 +631,23 @@ class SanitizeProcessor(Processor):
         return any(fnmatchcase(form, pattern) for form in _key_forms(key) for pattern in self._pseudonym_patterns)
 
     def _entry(self, policy: _Policy, attributes: Mapping[str, Any] | None) -> _Entry:
-        """The cached result for an attribute set, found by content; an AttributeSet's token is remembered too."""
+        """The result for an attribute set, cached by its token (an AttributeSet) or else by its content."""
         cache = policy.cache
-        try:
-            key: _AttributeKey | None = tuple(attributes.items()) if attributes else ()
-            entry = cache.get(key)
-        except TypeError:  # a list value makes the items unhashable: compute without the cache
-            key, entry = None, None
-        if entry is None:
-            entry = self._rewrite(policy, attributes or {})
-            if key is not None:
-                if len(cache) >= self._cache_size:
-                    cache.clear()
-                cache[key] = entry
+        key: Any
         if type(attributes) is AttributeSet:
-            if len(cache) >= self._cache_size:
-                cache.clear()
-            cache[attributes.token] = entry
+            key = attributes.token  # one entry per set: the content key would only double the cache
+        else:
+            try:
+                key = tuple(attributes.items()) if attributes else ()
+                entry = cache.get(key)
+            except TypeError:  # a list value makes the items unhashable: compute without the cache
+                return self._rewrite(policy, attributes or {})
+            if entry is not None:
+                return entry
+        entry = self._rewrite(policy, attributes or {})
+        if len(cache) >= self._cache_size:
+            cache.clear()
+        cache[key] = entry
         return entry
 
     def _rewrite(self, policy: _Policy, attributes: Mapping[str, Any]) -> _Entry:
