@@ -572,6 +572,10 @@ class AlertingConfig(_Section):
     dashboard_url: Annotated[_HttpURL | None, _env("OTEL_MONITORING_ALERT_DASHBOARD_URL", valid=_URL_VALID)] = None
     """Link shown in notifications when an alert has no ``dashboard_url`` annotation; unset means ``grafana.url``."""
 
+    runbook_base_url: Annotated[_HttpURL | None, _env("OTEL_MONITORING_RUNBOOK_URL", valid=_URL_VALID)] = None
+    """Where docs/runbooks is served: built-in alerts link ``<runbook_base_url>/<AlertName>.md``. Unset: the
+    repository-relative ``docs/runbooks/<AlertName>.md``, which does not open from a notification."""
+
     heartbeat_url: Annotated[_SecretURL | None, _env("OTEL_MONITORING_ALERT_HEARTBEAT_URL", valid=_URL_VALID)] = None
     """Dead man's switch: the always-firing Watchdog alert is posted here every few minutes; unset drops it."""
 

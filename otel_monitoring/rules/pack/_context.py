@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from otel_monitoring.rules.model import Alert, Severity
+
+if TYPE_CHECKING:
+    from otel_monitoring.settings import Settings
 
 DEFAULT_RUNBOOK_BASE_URL = "docs/runbooks"
 """Runbooks live in this repository's ``docs/runbooks/<AlertName>.md``; set ``alerting.runbook_base_url`` to
@@ -24,23 +27,16 @@ class PackContext:
     push_interval_seconds: float = 15.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PackContext:
-        """Read from a :class:`otel_monitoring.settings.Settings`; keys a release lacks keep their defaults."""
-        alerting = getattr(settings, "alerting", None)
-        grafana = getattr(settings, "grafana", None)
-        pushgateway = getattr(settings, "pushgateway", None)
-        default = cls()
+    def from_settings(cls, settings: Settings) -> PackContext:
+        """Read from a :class:`otel_monitoring.settings.Settings`."""
+        alerting = settings.alerting
         return cls(
-            grafana_url=str(getattr(grafana, "url", None) or default.grafana_url).rstrip("/"),
-            runbook_base_url=str(getattr(alerting, "runbook_base_url", None) or default.runbook_base_url).rstrip("/"),
-            availability_objective=float(
-                getattr(alerting, "slo_availability_objective", default.availability_objective)
-            ),
-            latency_objective=float(getattr(alerting, "slo_latency_objective", default.latency_objective)),
-            latency_threshold_seconds=float(
-                getattr(alerting, "slo_latency_threshold_seconds", default.latency_threshold_seconds)
-            ),
-            push_interval_seconds=float(getattr(pushgateway, "interval_seconds", default.push_interval_seconds)),
+            grafana_url=str(settings.grafana.url).rstrip("/"),
+            runbook_base_url=str(alerting.runbook_base_url or DEFAULT_RUNBOOK_BASE_URL).rstrip("/"),
+            availability_objective=float(alerting.slo_availability_objective),
+            latency_objective=float(alerting.slo_latency_objective),
+            latency_threshold_seconds=float(alerting.slo_latency_threshold_seconds),
+            push_interval_seconds=float(settings.pushgateway.interval_seconds),
         )
 
     def runbook_url(self, alert_name: str) -> str:
