@@ -47,6 +47,7 @@ from otel_monitoring.sidecar.config import (
     FileStorageExtensionConfig,
     HealthCheckExtensionConfig,
     MemoryLimiterConfig,
+    OTLPExporterConfig,
     OTLPHTTPExporterConfig,
     PrometheusExporterConfig,
     PrometheusRemoteWriteExporterConfig,
@@ -78,7 +79,6 @@ STOPPING: Final = "stopping"
 STOPPED: Final = "stopped"
 
 _UNAVAILABLE_EXPORTERS: Final = {
-    "otlp": "OTLP/gRPC export",
     "pushgateway": "Pushgateway export",
 }
 _EXPORTER_SHUTDOWN_TIMEOUT: Final = 3.0
@@ -537,8 +537,8 @@ class CollectorService:
             return _PrometheusExporterAdapter(exporter, exporter_id)
         if isinstance(config, PrometheusRemoteWriteExporterConfig):
             return self._create_remote_write(exporter_id, config)
-        if isinstance(config, OTLPHTTPExporterConfig):
-            return self._create_otlphttp(exporter_id, config)
+        if isinstance(config, OTLPHTTPExporterConfig | OTLPExporterConfig):
+            return self._create_otlp(exporter_id, config)
         if isinstance(config, DebugExporterConfig):
             return DebugExporter(config, exporter_id)
         raise CollectorConfigError(f"exporters.{exporter_id}", f"exporter type {type_name!r} is not available yet")
@@ -591,12 +591,15 @@ class CollectorService:
 
         return _QueuedExporterAdapter(exporter, counts)
 
-    def _create_otlphttp(self, exporter_id: str, config: OTLPHTTPExporterConfig) -> MetricsExporter:
+    def _create_otlp(self, exporter_id: str, config: OTLPHTTPExporterConfig | OTLPExporterConfig) -> MetricsExporter:
+        """``otlphttp`` or ``otlp`` (gRPC): the same shape (auth_header, storage, stats with the same fields)."""
         from otel_monitoring.sidecar.otlp_exporter import OTLPHTTPExporter
+        from otel_monitoring.sidecar.otlp_grpc_exporter import OTLPGRPCExporter
 
+        exporter_class: Any = OTLPHTTPExporter if isinstance(config, OTLPHTTPExporterConfig) else OTLPGRPCExporter
         files = self._queue_files(exporter_id, "sending_queue", config.sending_queue.storage)
         try:
-            exporter = OTLPHTTPExporter(
+            exporter = exporter_class(
                 config, auth_header=self._auth_header(config.auth), name=exporter_id, storage=files
             )
         except (ValueError, OSError) as error:

@@ -237,10 +237,9 @@ def test_service_health_is_503_after_stop_and_data_is_refused_while_stopping() -
     assert seen == [503, 200, 503]
 
 
-@pytest.mark.parametrize("exporter", ["otlp", "pushgateway"])
+@pytest.mark.parametrize("exporter", ["pushgateway"])
 def test_exporters_not_built_yet_are_refused_at_start_naming_the_id(exporter: str) -> None:
     settings = {
-        "otlp": {"endpoint": "gateway:4317"},
         "pushgateway": {"url": "http://pushgateway:9091"},
     }[exporter]
     config = _config(
@@ -275,6 +274,29 @@ def test_remote_write_is_built_from_its_config() -> None:
     assert (counts.sent, counts.failed, counts.queue_size, counts.queue_capacity) == (0, 0, 0, 10000)
     assert 'otelcol_exporter_queue_size{exporter="prometheusremotewrite",data_type="metrics"} 0.0' in own
     assert 'otelcol_exporter_queue_capacity{exporter="prometheusremotewrite",data_type="metrics"} 10000.0' in own
+
+
+@pytest.mark.parametrize(
+    ("exporter", "settings"),
+    [
+        ("otlphttp/gw", {"endpoint": "http://127.0.0.1:9"}),
+        ("otlp/gw", {"endpoint": "127.0.0.1:9", "tls": {"insecure": True}}),
+    ],
+)
+def test_otlp_exporters_are_built_on_the_sending_queue(exporter: str, settings: dict[str, Any]) -> None:
+    config = _config(
+        {"metrics": {"receivers": ["otlp"], "exporters": [exporter]}},
+        exporters={exporter: {**settings, "sending_queue": {"queue_size": 42}}},
+    )
+    service = _service(config)
+
+    built = service.exporters[exporter]
+    built.start()
+    built.shutdown(0.1)
+
+    assert built.counts().queue_capacity == 42
+    own = service.render_own_metrics()
+    assert f'otelcol_exporter_queue_capacity{{exporter="{exporter}",data_type="metrics"}} 42.0' in own
 
 
 def _queued_config(directory: Path, endpoint: str, create_directory: bool = True) -> CollectorConfig:
