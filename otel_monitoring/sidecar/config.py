@@ -363,7 +363,7 @@ class OTLPHTTPServerConfig(_Model):
 
 
 class OTLPGRPCServerConfig(_Model):
-    """OTLP/gRPC. The runtime may not provide it: docs/sidecar-config.md says when it does."""
+    """OTLP/gRPC (``grpc_receiver.py``): the same decoder and pipelines as OTLP/HTTP."""
 
     endpoint: ListenEndpoint = "127.0.0.1:4317"
     """Where to listen."""
@@ -629,8 +629,7 @@ class OTLPHTTPExporterConfig(_Model):
 
 
 class OTLPExporterConfig(_Model):
-    """The ``otlp`` exporter: OTLP/gRPC, as the Collector's ``otlp`` is. The runtime may only provide
-    ``otlphttp``; docs/sidecar-config.md says which."""
+    """The ``otlp`` exporter: OTLP/gRPC, as the Collector's ``otlp`` is (``otlp_grpc_exporter.py``)."""
 
     endpoint: _GRPCTarget
     """``host:port`` of the gRPC server, e.g. ``gateway:4317``."""
@@ -970,14 +969,17 @@ def _check_price_table(key: str, config: Any) -> None:
 
 DEFAULT_CONFIG_YAML = """\
 # The collector sidecar's default configuration: what `otel-monitoring collector` runs without --config.
-# Workers in the pod send OTLP/HTTP to 127.0.0.1:4318; Prometheus scrapes <pod IP>:8889; the kubelet probes
-# <pod IP>:13133. Reference: docs/sidecar-config.md. Check a file with `otel-monitoring collector validate --config F`.
+# Workers in the pod send OTLP to 127.0.0.1:4318 (HTTP) or :4317 (gRPC); Prometheus scrapes <pod IP>:8889; the
+# kubelet probes <pod IP>:13133. Reference: docs/sidecar-config.md.
+# Check a file with `otel-monitoring collector validate --config F`.
 
 receivers:
   otlp:
     protocols:
       http:
         endpoint: 127.0.0.1:4318       # loopback: only processes in this pod can send
+      grpc:
+        endpoint: 127.0.0.1:4317
 
 processors:
   memory_limiter:                      # first: refuse data (HTTP 503, senders retry) before memory runs out

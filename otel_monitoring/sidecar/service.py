@@ -38,7 +38,6 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from otel_monitoring._instruments import MetricsRegistry
 from otel_monitoring.sidecar._asgi import serve_lifespan
 from otel_monitoring.sidecar.config import (
-    COMPONENT_TYPES,
     BatchConfig,
     BearerTokenAuthExtensionConfig,
     CollectorConfig,
@@ -51,10 +50,12 @@ from otel_monitoring.sidecar.config import (
     OTLPHTTPExporterConfig,
     PrometheusExporterConfig,
     PrometheusRemoteWriteExporterConfig,
+    PushgatewayExporterConfig,
     TLSServerConfig,
     component_type,
     split_host_port,
 )
+from otel_monitoring.sidecar.grpc_receiver import OTLPGRPCReceiver
 from otel_monitoring.sidecar.memory_limiter import MemoryLimiter, available_memory, process_rss
 from otel_monitoring.sidecar.prometheus_exporter import PrometheusExporter
 from otel_monitoring.sidecar.receiver import OTLPHTTPReceiver, ReceiverBusy
@@ -78,9 +79,6 @@ RUNNING: Final = "running"
 STOPPING: Final = "stopping"
 STOPPED: Final = "stopped"
 
-_UNAVAILABLE_EXPORTERS: Final = {
-    "pushgateway": "Pushgateway export",
-}
 _EXPORTER_SHUTDOWN_TIMEOUT: Final = 3.0
 
 
@@ -480,9 +478,10 @@ class CollectorService:
         self.pipelines: dict[str, _MetricsPipeline] = {
             pipeline_id: self._create_pipeline(pipeline_id) for pipeline_id in config.service.pipelines
         }
-        self.receivers: dict[str, OTLPHTTPReceiver] = {
-            receiver_id: self._create_receiver(receiver_id) for receiver_id in self._used("receivers")
-        }
+        self.receivers: dict[str, OTLPHTTPReceiver] = {}
+        self.grpc_receivers: dict[str, OTLPGRPCReceiver] = {}
+        for receiver_id in self._used("receivers"):
+            self._create_receiver(receiver_id)
         self.health_checks: dict[str, HealthCheck] = {
             extension_id: HealthCheck(extension, lambda: self.state == RUNNING)
             for extension_id in config.service.extensions
@@ -521,13 +520,6 @@ class CollectorService:
     def _create_exporter(self, exporter_id: str) -> MetricsExporter:
         config = self.config.exporters[exporter_id]
         type_name = component_type(exporter_id)
-        if type_name in _UNAVAILABLE_EXPORTERS:
-            available = sorted(set(COMPONENT_TYPES["exporters"]) - set(_UNAVAILABLE_EXPORTERS))
-            raise CollectorConfigError(
-                f"exporters.{exporter_id}",
-                f"{_UNAVAILABLE_EXPORTERS[type_name]} is not available yet in this sidecar; remove it from "
-                f"service.pipelines (available: {', '.join(available)})",
-            )
         if isinstance(config, PrometheusExporterConfig):
             try:
                 exporter = _ServedPrometheusExporter(config, bearer_token=self._bearer_token(config.auth))
@@ -539,6 +531,8 @@ class CollectorService:
             return self._create_remote_write(exporter_id, config)
         if isinstance(config, OTLPHTTPExporterConfig | OTLPExporterConfig):
             return self._create_otlp(exporter_id, config)
+        if isinstance(config, PushgatewayExporterConfig):
+            return self._create_pushgateway(exporter_id, config)
         if isinstance(config, DebugExporterConfig):
             return DebugExporter(config, exporter_id)
         raise CollectorConfigError(f"exporters.{exporter_id}", f"exporter type {type_name!r} is not available yet")
@@ -617,6 +611,17 @@ class CollectorService:
 
         return _QueuedExporterAdapter(exporter, counts)
 
+    def _create_pushgateway(self, exporter_id: str, config: PushgatewayExporterConfig) -> MetricsExporter:
+        from otel_monitoring.sidecar.pushgateway_exporter import PushgatewayExporter
+
+        exporter = PushgatewayExporter(config, name=exporter_id)
+
+        def counts() -> ExporterCounts:
+            stats = exporter.stats()
+            return ExporterCounts(sent=stats.sent, failed=stats.failed, series=stats.series)
+
+        return _QueuedExporterAdapter(exporter, counts)
+
     def _create_pipeline(self, pipeline_id: str) -> _MetricsPipeline:
         pipeline = self.config.service.pipelines[pipeline_id]
         before: list[tuple[str, Processor]] = []
@@ -649,22 +654,28 @@ class CollectorService:
         exporters = [(exporter_id, self.exporters[exporter_id]) for exporter_id in pipeline.exporters]
         return _MetricsPipeline(pipeline_id, Pipeline(before), batch, Pipeline(after), exporters, gates)
 
-    def _create_receiver(self, receiver_id: str) -> OTLPHTTPReceiver:
+    def _create_receiver(self, receiver_id: str) -> None:
+        """The receiver's protocols: HTTP into ``self.receivers``, gRPC into ``self.grpc_receivers``; both feed
+        one consumer, so a request counts the same whichever way it came."""
         config = self.config.receivers[receiver_id]
-        if config.protocols.grpc is not None:
-            raise CollectorConfigError(
-                f"receivers.{receiver_id}.protocols.grpc",
-                "OTLP/gRPC is not available yet in this sidecar; send OTLP/HTTP (protocols.http) instead",
-            )
-        http = config.protocols.http
-        assert http is not None
         pipelines = [
             p for pid, p in self.pipelines.items() if receiver_id in self.config.service.pipelines[pid].receivers
         ]
-        try:
-            return OTLPHTTPReceiver(http, self._consumer(pipelines), bearer_token=self._bearer_token(http.auth))
-        except (ValueError, OSError) as error:
-            raise CollectorConfigError(f"receivers.{receiver_id}.protocols.http", str(error)) from None
+        consumer = self._consumer(pipelines)
+        if (grpc := config.protocols.grpc) is not None:
+            try:
+                self.grpc_receivers[receiver_id] = OTLPGRPCReceiver(
+                    grpc, consumer, bearer_token=self._bearer_token(grpc.auth)
+                )
+            except (ValueError, OSError) as error:
+                raise CollectorConfigError(f"receivers.{receiver_id}.protocols.grpc", str(error)) from None
+        if (http := config.protocols.http) is not None:
+            try:
+                self.receivers[receiver_id] = OTLPHTTPReceiver(
+                    http, consumer, bearer_token=self._bearer_token(http.auth)
+                )
+            except (ValueError, OSError) as error:
+                raise CollectorConfigError(f"receivers.{receiver_id}.protocols.http", str(error)) from None
 
     def _consumer(self, pipelines: Sequence[_MetricsPipeline]) -> Callable[[MetricsData], Awaitable[None]]:
         async def consume(data: MetricsData) -> None:
@@ -695,6 +706,7 @@ class CollectorService:
             )
 
         receivers = [(f'receiver="{rid}",transport="http"', r.stats) for rid, r in self.receivers.items()]
+        receivers += [(f'receiver="{rid}",transport="grpc"', r.stats) for rid, r in self.grpc_receivers.items()]
         family(
             "otelcol_receiver_accepted_metric_points_total",
             "counter",
@@ -826,10 +838,17 @@ class CollectorService:
                 sock.close()
             raise
         try:
+            await self._start_grpc_receivers()
+        except CollectorConfigError:
+            for _, _, sock in servers:
+                sock.close()
+            raise
+        try:
             self._start_exporters()
         except CollectorConfigError:
             for _, _, sock in servers:
                 sock.close()
+            await self._stop_grpc_receivers(grace=0)
             raise
         for pipeline in self.pipelines.values():
             pipeline.start()
@@ -845,12 +864,34 @@ class CollectorService:
             _logger.info(
                 "collector running: %s; listening on %s",
                 self.config.summary(),
-                ", ".join(f"{listener.endpoint} ({listener.key})" for listener, _, _ in servers),
+                ", ".join(
+                    [f"{listener.endpoint} ({listener.key})" for listener, _, _ in servers]
+                    + [
+                        f"{r.config.endpoint} (receivers.{rid}.protocols.grpc.endpoint)"
+                        for rid, r in self.grpc_receivers.items()
+                    ]
+                ),
             )
             if ready is not None:
                 ready()
         await self._stop.wait()
         return await self._drain(servers, tasks)
+
+    async def _start_grpc_receivers(self) -> None:
+        """Bind and start every OTLP/gRPC server (answering UNAVAILABLE until the service runs); on failure the
+        ones started are stopped and the error names the endpoint's key."""
+        for receiver_id, receiver in self.grpc_receivers.items():
+            try:
+                await receiver.start()
+            except (RuntimeError, OSError) as error:
+                await self._stop_grpc_receivers(grace=0)
+                raise CollectorConfigError(
+                    f"receivers.{receiver_id}.protocols.grpc.endpoint",
+                    f"cannot listen on {receiver.config.endpoint}: {error}",
+                ) from None
+
+    async def _stop_grpc_receivers(self, grace: float) -> None:
+        await asyncio.gather(*(r.stop(grace) for r in self.grpc_receivers.values()), return_exceptions=True)
 
     def _start_exporters(self) -> None:
         """Open the file_storage extensions (their locks), then start the exporters, which send first what an
@@ -892,6 +933,7 @@ class CollectorService:
                     server.should_exit = True
             await asyncio.gather(*stage_tasks, return_exceptions=True)
             if stage == 0:
+                await self._stop_grpc_receivers(grace=2.0)
                 await self._stop_pipelines()
         self._close_storages()
         self.state = STOPPED

@@ -140,7 +140,9 @@ def test_prometheus_scrapes_and_receives_the_workers_sums_without_personal_data(
                     server.url, f'sum by (le) (content_generation_duration_seconds_bucket{{path="{path}"}})'
                 )
                 # Cumulative buckets: each `le` counts the observations at or below it. Scrape and remote write
-                # spell `le` differently in Prometheus 2 ("5.0" and "5"), so compare them as numbers.
+                # spell each bound the same way ("5.0"), so one bound is one series, not two.
+                spellings = [b["metric"]["le"] for b in buckets]
+                assert len(spellings) == len({float(le) for le in spellings}), spellings
                 assert {float(b["metric"]["le"]): float(b["value"][1]) for b in buckets} == {
                     float(b["metric"]["le"]): float(sum(1 for s in observations if s <= float(b["metric"]["le"])))
                     for b in buckets

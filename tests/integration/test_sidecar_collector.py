@@ -117,10 +117,11 @@ def test_sums_two_workers_removes_personal_data_and_stops_on_sigterm(
 
 
 UNDEFINED = "service:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      exporters: [prometheus]\n"
-NOT_BUILT = """
+NO_QUEUE_DIRECTORY = """
 receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
-exporters: {otlphttp/gateway: {endpoint: "http://gateway:4318"}}
-service: {pipelines: {metrics: {receivers: [otlp], exporters: [otlphttp/gateway]}}}
+exporters: {otlphttp/gateway: {endpoint: "http://127.0.0.1:9", sending_queue: {storage: file_storage}}}
+extensions: {file_storage: {directory: /nonexistent/otel-monitoring-queue}}
+service: {extensions: [file_storage], pipelines: {metrics: {receivers: [otlp], exporters: [otlphttp/gateway]}}}
 """
 
 
@@ -128,7 +129,7 @@ service: {pipelines: {metrics: {receivers: [otlp], exporters: [otlphttp/gateway]
     ("text", "key", "problem"),
     [
         (UNDEFINED, "service.pipelines.metrics.receivers[0]", "is not defined under receivers"),
-        (NOT_BUILT, "exporters.otlphttp/gateway", "is not available yet"),
+        (NO_QUEUE_DIRECTORY, "extensions.file_storage.directory", "does not exist"),
     ],
 )
 def test_a_config_that_cannot_run_exits_2_with_one_line(tmp_path: Path, text: str, key: str, problem: str) -> None:

@@ -72,9 +72,12 @@ def test_default_endpoints_are_loopback_for_otlp_and_every_interface_for_scrape_
     http = config.receivers["otlp"].protocols.http
     assert http is not None
     assert split_host_port(http.endpoint) == ("127.0.0.1", 4318)
-    assert config.receivers["otlp"].protocols.grpc is None
+    grpc = config.receivers["otlp"].protocols.grpc
+    assert grpc is not None
+    assert split_host_port(grpc.endpoint) == ("127.0.0.1", 4317)
     assert config.listen_endpoints() == {
         "receivers.otlp.protocols.http.endpoint": "127.0.0.1:4318",
+        "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:4317",
         "exporters.prometheus.endpoint": "0.0.0.0:8889",
         "extensions.health_check.endpoint": "0.0.0.0:13133",
     }

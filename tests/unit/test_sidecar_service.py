@@ -237,28 +237,57 @@ def test_service_health_is_503_after_stop_and_data_is_refused_while_stopping() -
     assert seen == [503, 200, 503]
 
 
-@pytest.mark.parametrize("exporter", ["pushgateway"])
-def test_exporters_not_built_yet_are_refused_at_start_naming_the_id(exporter: str) -> None:
-    settings = {
-        "pushgateway": {"url": "http://pushgateway:9091"},
-    }[exporter]
+@pytest.mark.parametrize(
+    ("exporter", "settings"),
+    [
+        ("otlp", {"endpoint": "127.0.0.1:9", "tls": {"insecure": True}}),
+        ("otlphttp", {"endpoint": "http://127.0.0.1:9"}),
+        ("pushgateway", {"url": "http://127.0.0.1:9"}),
+        ("prometheusremotewrite", {"endpoint": "http://127.0.0.1:9/api/v1/write"}),
+    ],
+)
+def test_every_exporter_type_is_built_and_reports_its_counts(exporter: str, settings: dict[str, Any]) -> None:
     config = _config(
         {"metrics": {"receivers": ["otlp"], "exporters": [f"{exporter}/gw"]}},
         exporters={f"{exporter}/gw": settings},
     )
-    with pytest.raises(CollectorConfigError) as error:
-        _service(config)
-    assert str(error.value).startswith(f"exporters.{exporter}/gw: ") and "not available yet" in str(error.value)
+    service = _service(config)
+    assert service.exporters[f"{exporter}/gw"].counts().sent == 0
+    assert f'exporter="{exporter}/gw"' in service.render_own_metrics()
 
 
-def test_grpc_receiver_is_refused_at_start() -> None:
+def test_grpc_and_http_on_one_receiver_feed_the_same_pipeline() -> None:
+    import grpc
+
+    from otel_monitoring.sidecar.grpc_receiver import METRICS_EXPORT_METHOD
+
+    grpc_port = free_port()
     config = _config(
-        {"metrics": {"receivers": ["otlp"], "exporters": ["debug"]}},
-        receivers={"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
-        exporters={"debug": None},
+        {"metrics": {"receivers": ["otlp"], "exporters": ["prometheus"]}},
+        receivers={
+            "otlp": {
+                "protocols": {
+                    "http": {"endpoint": "127.0.0.1:0"},
+                    "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
+                }
+            }
+        },
+        exporters={"prometheus": {"endpoint": "127.0.0.1:0"}},
     )
-    with pytest.raises(CollectorConfigError, match=r"^receivers\.otlp\.protocols\.grpc: OTLP/gRPC is not available"):
-        _service(config)
+    service = _service(config)
+
+    async def scenario() -> None:
+        async with _running(service) as client:
+            assert (await _post(client, _batch("w1", 5))).status_code == 200
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                export = channel.unary_unary(METRICS_EXPORT_METHOD)
+                await export(encode_metrics(_batch("w2", 7)).SerializeToString(), timeout=5)
+
+    asyncio.run(scenario())
+    assert sum(_samples(service, "prometheus", "requests_total").values()) == 12
+    own = service.render_own_metrics()
+    assert 'otelcol_receiver_accepted_metric_points_total{receiver="otlp",transport="grpc"} 1' in own
+    assert 'otelcol_receiver_accepted_metric_points_total{receiver="otlp",transport="http"} 1' in own
 
 
 def test_remote_write_is_built_from_its_config() -> None:
