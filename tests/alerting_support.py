@@ -5,6 +5,8 @@
 - :class:`SMTPSink` is an aiosmtpd server recording every message.
 - :func:`start_alertmanager` runs ``/usr/bin/prometheus-alertmanager`` with a rendered config.
 - :func:`serve_app` runs an ASGI app (the alert relay) under uvicorn in a thread.
+- :func:`start_program` runs a program (``otel-monitoring alert-relay``, a service under uvicorn) as a subprocess
+  whose output goes to a log file, shown when it fails to start.
 - :func:`post_alerts` posts alerts to Alertmanager's v2 API.
 
 Importing the fixtures (``slack_sink``, ``pagerduty_sink``, ``sms_gateway_sink``, ``heartbeat_sink``,
@@ -18,6 +20,7 @@ import contextlib
 import email
 import email.policy
 import json
+import os
 import subprocess
 import threading
 import time
@@ -33,7 +36,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from tests.support import free_port, stop_process_group
+from tests.support import ROOT, free_port, stop_process_group
 
 ALERTMANAGER_BINARY = Path("/usr/bin/prometheus-alertmanager")
 AMTOOL_BINARY = Path("/usr/bin/amtool")
@@ -275,6 +278,59 @@ def serve_app(app: Any, timeout: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+# --- Programs in a subprocess ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Program:
+    """A running subprocess: its output goes to ``log_file`` (a pipe nobody reads would block it once full)."""
+
+    process: subprocess.Popen[bytes] = field(repr=False)
+    log_file: Path
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
+
+    def wait_ready(self, url: str, timeout: float = 30.0) -> None:
+        """Wait until ``url`` answers 200; raise with the program's output if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.process.args!r} exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready within {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def start_program(
+    argv: Sequence[str], log_file: Path, *, env: Mapping[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[Program]:
+    """Start ``argv`` in its own process group (the repository on ``PYTHONPATH``) and stop it when the block ends.
+
+    It does not wait for readiness, so several programs can start side by side; call :meth:`Program.wait_ready`.
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield Program(process, log_file)
+    finally:
+        stop_process_group(process)
 
 
 # --- Fixtures ---------------------------------------------------------------------------------------------------
