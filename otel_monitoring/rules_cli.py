@@ -5,6 +5,8 @@ as Prometheus rule files or Kubernetes PrometheusRule objects, checked with prom
     $ otel-monitoring rules render --out k8s/ --format prometheusrule --namespace monitoring
     $ otel-monitoring rules check deploy/prometheus/rules
 
+Without ``--app`` the application comes from the ``alerting.app`` setting (``OTEL_MONITORING_ALERTS_APP``), and
+without ``--rules`` the files from ``alerting.rule_files`` (``OTEL_MONITORING_ALERT_RULE_FILES``).
 ``add_commands(subparsers)`` adds the ``rules`` command to the CLI's parser.
 """
 
@@ -45,14 +47,16 @@ def _source_options() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="the application's alerts and SLOs: an AlertRegistry, a list, or a callable returning them; "
-        "without ATTR, what importing MODULE registered (repeatable)",
+        "without ATTR, what importing MODULE registered (repeatable; default: alerting.app, "
+        "$OTEL_MONITORING_ALERTS_APP)",
     )
     parent.add_argument(
         "--rules",
         metavar="FILE",
         action="append",
         default=[],
-        help="a YAML rule file (groups, or a bare list of '- alert:' rules) to include (repeatable)",
+        help="a YAML rule file (groups, or a bare list of '- alert:' rules) to include (repeatable; default: "
+        "alerting.rule_files, $OTEL_MONITORING_ALERT_RULE_FILES)",
     )
     parent.add_argument("--no-builtin", action="store_true", help="leave out the built-in rule pack")
     return parent
@@ -98,28 +102,53 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def collect_groups(
     settings: Any,
-    apps: Sequence[str] = (),
-    rule_files: Sequence[str] = (),
+    apps: Sequence[str] | None = None,
+    rule_files: Sequence[str] | None = None,
     *,
     builtin: bool = True,
     search_path: str | None = None,
 ) -> list[RuleGroup]:
-    """The groups ``rules render`` writes: the built-in pack (objectives from ``settings``), each ``--app`` and
-    each ``--rules`` file. Raises ``AppRulesError``, ``RuleFileError`` or ``ValueError`` (a group name used twice)."""
-    from otel_monitoring.alerts import resolve_app
-    from otel_monitoring.rules.loading import load_rule_file
+    """The groups ``rules render`` writes: the built-in pack (objectives from ``settings``), each app and each
+    YAML rule file. ``apps`` and ``rule_files`` left as ``None`` are read from ``settings.alerting.app`` and
+    ``settings.alerting.rule_files``; an error in one of those names the setting and where it came from.
+    Raises ``AppRulesError``, ``RuleFileError`` or ``ValueError`` (a group name used twice).
+
+    >>> from otel_monitoring.settings import Settings
+    >>> groups = collect_groups(Settings(), ["otel_monitoring.rules.pack:builtin_groups"], builtin=False)
+    >>> groups[0].name
+    'otel-monitoring-http'
+    """
+    from otel_monitoring.alerts import AppRulesError, resolve_app
+    from otel_monitoring.rules.loading import RuleFileError, load_rule_file
     from otel_monitoring.rules.pack import builtin_groups
 
     groups = list(builtin_groups(settings)) if builtin else []
-    for spec in apps:
-        groups.extend(resolve_app(spec, search_path=search_path))
-    for path in rule_files:
-        groups.extend(load_rule_file(path))
+    apps_setting = _from_settings(settings, "alerting.app") if apps is None else None
+    for spec in settings.alerting.app if apps is None else apps:
+        try:
+            groups.extend(resolve_app(spec, search_path=search_path))
+        except AppRulesError as error:
+            if apps_setting is None:
+                raise
+            raise AppRulesError(f"{apps_setting}: {str(error).removeprefix('--app ')}") from None
+    files_setting = _from_settings(settings, "alerting.rule_files") if rule_files is None else None
+    for path in settings.alerting.rule_files if rule_files is None else rule_files:
+        try:
+            groups.extend(load_rule_file(path))
+        except RuleFileError as error:
+            if files_setting is None:
+                raise
+            raise RuleFileError(error.key, error.message, f"{files_setting}: {error.source}") from None
     names = [group.name for group in groups]
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ValueError(f"rule group {name!r} is defined twice (rename one of them)")
     return groups
+
+
+def _from_settings(settings: Any, path: str) -> str:
+    # "alerting.app (from environment variable OTEL_MONITORING_ALERTS_APP)": what to change, and where.
+    return f"{path} (from {settings.source_of(path)})"
 
 
 def _error(message: str) -> int:
@@ -133,7 +162,13 @@ def _groups_or_error(args: argparse.Namespace) -> list[RuleGroup] | int:
 
     settings = _settings(args)
     try:
-        return collect_groups(settings, args.app, args.rules, builtin=not args.no_builtin, search_path=os.getcwd())
+        return collect_groups(
+            settings,
+            args.app or None,  # none given: alerting.app
+            args.rules or None,  # none given: alerting.rule_files
+            builtin=not args.no_builtin,
+            search_path=os.getcwd(),
+        )
     except (AppRulesError, RuleFileError, ValueError) as error:
         return _error(str(error))
 

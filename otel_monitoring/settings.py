@@ -432,6 +432,19 @@ def _check_email(value: str | None) -> str | None:
     return value
 
 
+def _is_dotted_name(text: str) -> bool:
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def _check_app_specs(value: list[str]) -> list[str]:
+    # Only the shape is checked here: importing the module is the rules command's job, not the settings loader's.
+    for spec in value:
+        module, sep, attr = spec.partition(":")
+        if not _is_dotted_name(module) or (sep and not _is_dotted_name(attr)):
+            raise _Detail(f"{spec!r} is not module or module:attr")
+    return value
+
+
 def _check_listen_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -578,6 +591,24 @@ class AlertingConfig(_Section):
 
     heartbeat_url: Annotated[_SecretURL | None, _env("OTEL_MONITORING_ALERT_HEARTBEAT_URL", valid=_URL_VALID)] = None
     """Dead man's switch: the always-firing Watchdog alert is posted here every few minutes; unset drops it."""
+
+    app: Annotated[
+        list[_Text],
+        BeforeValidator(_split_commas),
+        AfterValidator(_check_app_specs),
+        _env("OTEL_MONITORING_ALERTS_APP", valid="module or module:attr names such as myservice.monitoring:registry"),
+    ] = Field(default_factory=list)
+    """Where ``otel-monitoring rules render`` and ``rules check`` find the application's alerts and SLOs when no
+    ``--app`` is given: ``module:attr`` (an ``AlertRegistry``, a list, or a function returning them) or ``module``
+    (what importing it registered with ``alerts.register``), imported from the working directory."""
+
+    rule_files: Annotated[
+        list[_Text],
+        BeforeValidator(_split_commas),
+        _env("OTEL_MONITORING_ALERT_RULE_FILES", valid="paths of YAML rule files"),
+    ] = Field(default_factory=list)
+    """YAML rule files (the seed's ``- alert:`` list, or Prometheus ``groups:``) that ``rules render`` and ``rules
+    check`` include when no ``--rules`` is given; relative paths are read from the working directory."""
 
     slo_availability_objective: Annotated[
         _Objective, _env("OTEL_MONITORING_SLO_AVAILABILITY", valid=_OBJECTIVE_VALID)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def test_settings_without_arguments_is_valid_with_documented_defaults() -> None:
     assert (settings.prometheus.retention_days, settings.prometheus.url) == (15, "http://localhost:9090")
     assert settings.alerting.alertmanager_url == "http://localhost:9093"
     assert (settings.alerting.slack_webhook, settings.alerting.email) == (None, [])
+    assert (settings.alerting.app, settings.alerting.rule_files) == ([], [])
     assert (settings.grafana.url, settings.grafana.api_key) == ("http://localhost:3000", None)
     endpoint = settings.metrics_endpoint
     assert (endpoint.bearer_token, endpoint.basic_auth_username, endpoint.basic_auth_password) == (None, None, None)
@@ -151,6 +153,8 @@ def test_environment_variable_table_covers_the_seed_otel_and_own_variables() -> 
         "OTEL_MONITORING_ALERT_DASHBOARD_URL",
         "OTEL_MONITORING_ALERT_HEARTBEAT_URL",
         "OTEL_MONITORING_RUNBOOK_URL",
+        "OTEL_MONITORING_ALERTS_APP",
+        "OTEL_MONITORING_ALERT_RULE_FILES",
         "OTEL_MONITORING_SLO_AVAILABILITY",
         "OTEL_MONITORING_SLO_LATENCY",
         "OTEL_MONITORING_SLO_LATENCY_THRESHOLD",
@@ -536,6 +540,21 @@ def test_email_accepts_a_single_address_or_a_comma_list() -> None:
 
     assert one.alerting.email == ["alerts@aiagency.com"]
     assert two.alerting.email == ["a@x.io", "b@localhost"]
+
+
+def test_alerting_app_and_rule_files_take_comma_lists_and_refuse_a_spec_that_is_not_module_or_module_attr() -> None:
+    environ = {
+        "OTEL_MONITORING_ALERTS_APP": "myservice.monitoring:registry, worker.alerts",
+        "OTEL_MONITORING_ALERT_RULE_FILES": "rules/seed.yaml,/etc/otel-monitoring/extra.yml",
+    }
+
+    alerting = load_settings(environ=environ, strict=True).alerting
+
+    assert alerting.app == ["myservice.monitoring:registry", "worker.alerts"]
+    assert alerting.rule_files == ["rules/seed.yaml", "/etc/otel-monitoring/extra.yml"]
+    for bad in ("my-service:registry", "myservice:", "myservice:rules.", "1st.module"):
+        with pytest.raises(SettingsError, match=rf"^OTEL_MONITORING_ALERTS_APP: .*; '{re.escape(bad)}' is not module"):
+            load_settings(environ={"OTEL_MONITORING_ALERTS_APP": f"ok.module, {bad}"}, strict=True)
 
 
 # --- Non-strict loading: one warning, then fall back ----------------------------------------------------------------
