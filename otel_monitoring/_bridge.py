@@ -101,6 +101,10 @@ class RecordingBridge:
     def set_resource(self, resource: Resource) -> None:
         self._resource = resource
 
+    def locks(self) -> list[threading.Lock]:
+        """The per-reader collection locks, in the order a collection takes them (before the SDK's)."""
+        return [holder[0] for holder in self._reader_locks]
+
     def reset_locks(self) -> None:
         """New locks after ``fork``: a parent thread may have held one."""
         for holder in self._reader_locks:

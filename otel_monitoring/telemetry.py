@@ -72,6 +72,8 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 SCOPE = InstrumentationScope("otel_monitoring", __version__)
+# How long a fork waits for a collection or export in flight (a stuck exporter then delays it, never blocks it).
+_FORK_LOCK_WAIT_SECONDS = 5.0
 
 
 def create_resource(settings: Settings) -> Resource:
@@ -84,10 +86,14 @@ def create_resource(settings: Settings) -> Resource:
         "k8s.node.name": kubernetes.node_name,
         "k8s.container.name": kubernetes.container_name,
     }
-    attributes: dict[str, str] = {
+    attributes: dict[str, str | int] = {
         **{key: value for key, value in pod.items() if value is not None},
         **settings.service.resource_attributes,
         "service.name": settings.service.name,
+        # Tells workers apart even when the user sets one service.instance.id for all of them (uvicorn
+        # --workers starts them fresh, each with the same environment): a sidecar summing workers would
+        # otherwise take their interleaved counters for one counter restarting again and again.
+        "process.pid": os.getpid(),
     }
     # Resource.create adds the SDK's attributes and a service.instance.id; ours win over what it reads.
     return Resource.create(attributes)
@@ -228,6 +234,7 @@ class Telemetry:
         exporters = settings.exporters.metrics or []
         if start_exporters:
             readers.extend(self._exporter_readers(exporters))
+        self._readers = readers
         self.meter_provider = MeterProvider(
             resource=self.resource,
             metric_readers=readers,
@@ -247,10 +254,40 @@ class Telemetry:
             self._start_standalone_endpoint()
         self._shut_down = False
         self._pid = os.getpid()
+        self._held_for_fork: list[threading.Lock] = []
+        weak_before_fork = weakref.WeakMethod(self._hold_locks_for_fork)
+        weak_after_in_parent = weakref.WeakMethod(self._release_locks_held_for_fork)
         weak_after_fork = weakref.WeakMethod(self._after_fork_in_child)
-        os.register_at_fork(after_in_child=lambda: (method := weak_after_fork()) and method())
+        os.register_at_fork(
+            before=lambda: (method := weak_before_fork()) and method(),
+            after_in_parent=lambda: (method := weak_after_in_parent()) and method(),
+            after_in_child=lambda: (method := weak_after_fork()) and method(),
+        )
         self.pushgateway_pusher: PushgatewayPusher | None = start_pushgateway(self) if start_exporters else None
         self._system_metrics: SystemMetricsHandle | None = None
+
+    def _hold_locks_for_fork(self) -> None:
+        """Before a fork, wait for any collection or export in flight and hold its locks through the fork.
+
+        A lock a parent thread holds at the fork stays held forever in the child, so a worker forked mid-export
+        (opentelemetry-instrument gunicorn: the SDK starts in the master) would never export at all; seen in
+        about 7 forks out of 10 in tests/integration/test_sidecar_many_workers.py. The SDK's own locks are
+        private, hence the guarded lookups; the bounded wait means a stuck exporter delays a fork, never blocks it.
+        """
+        locks = self.bridge.locks()  # taken before the SDK's lock by every collection: the same order here
+        consumer_lock = getattr(getattr(self.meter_provider, "_measurement_consumer", None), "_lock", None)
+        if consumer_lock is not None:
+            locks.append(consumer_lock)
+        for reader in self._readers:
+            export_lock = getattr(reader, "_export_lock", None)
+            if export_lock is not None:
+                locks.append(export_lock)
+        self._held_for_fork = [lock for lock in locks if lock.acquire(timeout=_FORK_LOCK_WAIT_SECONDS)]
+
+    def _release_locks_held_for_fork(self) -> None:
+        for lock in reversed(self._held_for_fork):
+            lock.release()
+        self._held_for_fork = []
 
     def _after_fork_in_child(self) -> None:
         """Keep a forked worker (gunicorn ``--preload``) exporting, as a process of its own.
@@ -259,6 +296,7 @@ class Telemetry:
         the worker gets its own ``service.instance.id``, so a collector never merges two workers'
         cumulative series into one.
         """
+        self._release_locks_held_for_fork()
         self.registry.reset_locks_after_fork()
         self.bridge.reset_locks()
         worker = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": os.getpid()})

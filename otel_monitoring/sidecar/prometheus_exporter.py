@@ -26,6 +26,7 @@ import gzip
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 from array import array
@@ -49,6 +50,7 @@ from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, Prome
 from processors._merge import AttributeSet, attributes_key
 
 __all__ = [
+    "DEFAULT_SHARED_METRIC_PREFIXES",
     "DEFAULT_WORKER_ATTRIBUTES",
     "PrometheusExporter",
     "label_value",
@@ -73,6 +75,12 @@ DEFAULT_WORKER_ATTRIBUTES: Final[frozenset[str]] = frozenset(
 )
 """Resource attributes that differ from one worker to the next: left out of every output label and of
 ``target_info``, so that the series of all workers of a service add up into one."""
+
+DEFAULT_SHARED_METRIC_PREFIXES: Final[tuple[str, ...]] = ("system.", "container.", "k8s.")
+"""Metrics every worker of a pod reads from the same host, cgroup or pod (CPU, memory, disks, network, limits):
+not added up over workers. A counter is the highest value of the workers still sending (they read it at slightly
+different moments, so the highest never steps back); any other kind is the latest value sent. Summed, four workers
+would show four times the host's CPU time, and each restarted worker would add the whole host counter again."""
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_PLANS: Final = 4096
@@ -165,19 +173,20 @@ _INF = float("inf")
 
 # How a point changes its output: a cumulative total (restart rules), a delta to add, a level whose output is
 # the sum of its inputs' current values (UpDownCounters), or a value to set (Gauges, one series per worker).
-_CUMULATIVE, _DELTA, _LEVEL, _SET = range(4)
+_CUMULATIVE, _DELTA, _LEVEL, _SET, _SHARED_MAX = range(5)
 
 Labels = tuple[Any, ...]
 """An output series: ``(label names tuple, value, value, ...)``, names sorted; the names tuple is shared."""
 
 
 class _Family:
-    __slots__ = ("help", "kind", "name", "tables")
+    __slots__ = ("help", "kind", "name", "shared", "tables")
 
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
+    def __init__(self, name: str, kind: str, help_text: str, shared: bool = False) -> None:
         self.name = name
         self.kind = kind
         self.help = help_text
+        self.shared = shared  # one value for every worker (DEFAULT_SHARED_METRIC_PREFIXES), not a sum
         self.tables: dict[tuple[float, ...], _Table] = {}
 
 
@@ -210,6 +219,22 @@ class _Table:
             row = self.outputs[labels] = len(self.out) // self.stride
             self.out.extend(_zeros(self.stride))
         return row
+
+    def take_highest_inputs(self) -> None:
+        """Set each output to its highest live input (a shared counter: see DEFAULT_SHARED_METRIC_PREFIXES).
+
+        Live inputs only, so that once the workers of a restarted container have expired, the counter follows
+        the new ones down (Prometheus sees one reset) instead of staying at the old value.
+        """
+        highest: dict[int, float] = {}
+        last = self.last
+        for streams in self.inputs.values():
+            for out_index, row in streams.items():
+                value = last[row]
+                if value > highest.get(out_index, -math.inf):
+                    highest[out_index] = value
+        for out_index, value in highest.items():
+            self.out[out_index] = value
 
     def expire(self, horizon: float, level: bool) -> None:
         """Forget inputs not seen since ``horizon``, then every output no live input feeds; compact the arrays."""
@@ -311,6 +336,7 @@ class PrometheusExporter:
         *,
         clock: Callable[[], float] = time.time,
         worker_attributes: Collection[str] = DEFAULT_WORKER_ATTRIBUTES,
+        shared_metric_prefixes: Sequence[str] = DEFAULT_SHARED_METRIC_PREFIXES,
         bearer_token: BearerTokenAuthExtensionConfig | None = None,
         read_text: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8"),
     ) -> None:
@@ -324,6 +350,7 @@ class PrometheusExporter:
         self._clock = clock
         self._expiry = config.metric_expiration
         self._worker_attributes = frozenset(worker_attributes)
+        self._shared_prefixes = tuple(shared_metric_prefixes)
         self._promote = config.resource_to_telemetry_conversion.enabled
         self._const_labels = {sanitize_label_name(k): v for k, v in config.const_labels.items()}
         self._lock = threading.Lock()
@@ -380,13 +407,14 @@ class PrometheusExporter:
 
     def _export_metric(self, metric: Any, fixed: dict[str, str], resource: _Resource, origin: int, now: float) -> None:
         data = metric.data
+        shared = metric.name.startswith(self._shared_prefixes)
         if isinstance(data, Sum):
             delta = data.aggregation_temporality is AggregationTemporality.DELTA
             kind = "counter" if data.is_monotonic else "gauge"
             mode = _DELTA if delta else (_CUMULATIVE if data.is_monotonic else _LEVEL)
         elif isinstance(data, Gauge):
             kind, mode = "gauge", _SET
-            if resource.worker:
+            if resource.worker and not shared:
                 fixed = {**fixed, "worker": resource.worker}
         elif isinstance(data, Histogram):
             kind = "histogram"
@@ -403,7 +431,9 @@ class PrometheusExporter:
         )
         family = self._families.get((name, kind))
         if family is None:
-            family = self._families[(name, kind)] = _Family(name, kind, metric.description or "")
+            family = self._families[(name, kind)] = _Family(name, kind, metric.description or "", shared)
+        if family.shared and mode != _DELTA:
+            mode = _SHARED_MAX if mode == _CUMULATIVE and kind == "counter" else _SET
         fixed_items = tuple(fixed.items())
         cache = self._label_caches.get(fixed_items)
         if cache is None:
@@ -485,6 +515,8 @@ class PrometheusExporter:
                 # restarted input replaces its contribution (a restarted worker has no requests in flight).
                 out[out_index] += value - last[row]
                 last[row] = value
+            elif mode == _SHARED_MAX:
+                last[row] = value  # the output is the highest live input, taken when rendering
             else:
                 out[out_index] = last[row] = value
             starts[row] = start
@@ -550,7 +582,7 @@ class PrometheusExporter:
         horizon = now - self._expiry
         for key, family in list(self._families.items()):
             for bounds, table in list(family.tables.items()):
-                table.expire(horizon, level=family.kind == "gauge")
+                table.expire(horizon, level=family.kind == "gauge" and not family.shared)
                 if not table.outputs:
                     del family.tables[bounds]
             if not family.tables:
@@ -577,6 +609,9 @@ class PrometheusExporter:
             lines: list[str] = []
             self._render_target_info(lines)
             for family in self._families.values():
+                if family.shared and family.kind == "counter":
+                    for table in family.tables.values():
+                        table.take_highest_inputs()
                 _render_family(family, lines, now if self.config.send_timestamps else None)
         return "".join(lines).encode()
 
@@ -668,8 +703,9 @@ def _update(
         # input replaces its contribution (a restarted worker has no requests in flight).
         out[out_row] += values[0] - last[base]
         last[base] = values[0]
-    else:
-        out[out_row] = last[base] = values[0]
+    else:  # a gauge's value, or a shared histogram's whole row: the latest one sent
+        for i, value in enumerate(values):
+            out[out_row + i] = last[base + i] = value
     table.start[row] = start
     table.seen[row] = now
     table.updated = now

@@ -273,3 +273,67 @@ def test_scrape_requires_the_bearer_token_when_auth_is_set() -> None:
     assert scrape(exporter, authorization="Bearer s3cret-token").status_code == 200
     with pytest.raises(ValueError, match="bearer_token"):
         PrometheusExporter(config)
+
+
+def host_cpu_time(seconds: float, start: int = 1) -> Metric:
+    point = NumberDataPoint({"cpu.mode": "user"}, start, start + 1, seconds)
+    return Metric("system.cpu.time", "CPU time", "s", Sum([point], CUMULATIVE, True))
+
+
+def host_memory_utilization(ratio: float) -> Metric:
+    return Metric("system.memory.utilization", "", "1", Gauge([NumberDataPoint({}, 0, 1, ratio)]))
+
+
+def test_host_counters_read_by_every_worker_are_not_multiplied_by_the_worker_count() -> None:
+    exporter = new_exporter()
+    for pid in (1, 2, 3, 4):
+        exporter.export(batch(pid, host_cpu_time(3968.35, start=pid)))
+    assert value(exporter, "system_cpu_time_seconds_total", cpu_mode="user") == 3968.35
+
+
+def test_host_counter_never_steps_back_when_workers_read_it_at_different_moments() -> None:
+    exporter = new_exporter()
+    seen = []
+    for pid, reading in [(1, 100.0), (2, 99.9), (1, 100.4), (2, 100.3), (3, 100.2)]:
+        exporter.export(batch(pid, host_cpu_time(reading, start=pid)))
+        seen.append(value(exporter, "system_cpu_time_seconds_total", cpu_mode="user"))
+    assert seen == [100.0, 100.0, 100.4, 100.4, 100.4]
+
+
+def test_a_restarted_worker_does_not_add_the_host_counter_again() -> None:
+    clock = Clock()
+    exporter = new_exporter(clock, metric_expiration="10s")
+    exporter.export(batch(1, host_cpu_time(500.0, start=1)))
+    exporter.export(batch(2, host_cpu_time(500.5, start=2)))
+    clock.now += 20  # worker 1 died and expired; worker 5 replaces it and reads the same host counter
+    exporter.export(batch(2, host_cpu_time(520.0, start=2)))
+    exporter.export(batch(5, host_cpu_time(520.1, start=5)))
+    assert value(exporter, "system_cpu_time_seconds_total", cpu_mode="user") == 520.1
+
+
+def test_host_counter_follows_a_restarted_container_down_once_its_old_workers_expired() -> None:
+    clock = Clock()
+    exporter = new_exporter(clock, metric_expiration="10s")
+    exporter.export(batch(1, host_cpu_time(900.0, start=1)))
+    clock.now += 5
+    exporter.export(batch(7, host_cpu_time(3.0, start=7)))  # the new container's cgroup starts from zero
+    assert value(exporter, "system_cpu_time_seconds_total", cpu_mode="user") == 900.0
+    clock.now += 6  # the old worker is gone for good
+    exporter.export(batch(7, host_cpu_time(4.0, start=7)))
+    assert value(exporter, "system_cpu_time_seconds_total", cpu_mode="user") == 4.0
+
+
+def test_host_gauge_is_one_series_with_the_latest_value_and_no_worker_label() -> None:
+    exporter = new_exporter()
+    exporter.export(batch(1, host_memory_utilization(0.41)))
+    exporter.export(batch(2, host_memory_utilization(0.43)))
+    found = {ls: v for (n, ls), v in samples(exporter).items() if n == "system_memory_utilization"}
+    assert list(found.values()) == [0.43]
+    assert not any(name == "worker" for name, _ in next(iter(found)))
+
+
+def test_metrics_outside_the_shared_prefixes_are_still_summed_over_workers() -> None:
+    exporter = PrometheusExporter(PrometheusExporterConfig(), clock=Clock(), shared_metric_prefixes=())
+    for pid in (1, 2):
+        exporter.export(batch(pid, host_cpu_time(10.0, start=pid)))
+    assert value(exporter, "system_cpu_time_seconds_total", cpu_mode="user") == 20.0

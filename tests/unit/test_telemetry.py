@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_monitoring.exporter import render_exposition
 from otel_monitoring.metrics import MetricsRegistry
 from otel_monitoring.settings import load_settings
-from otel_monitoring.telemetry import Telemetry
+from otel_monitoring.telemetry import Telemetry, create_resource
 
 KEY = {"OTEL_MONITORING_PSEUDONYM_KEY": "unit-test-key-0123456789"}
 
@@ -119,6 +119,50 @@ def test_forked_child_scrapes_while_a_parent_thread_was_collecting() -> None:
         scraper.join()
         telemetry.shutdown()
     assert failed == 0
+
+
+def test_worker_forked_while_the_parent_holds_the_sdk_collection_lock_still_collects() -> None:
+    # opentelemetry-instrument gunicorn starts the SDK in the master; a worker forked while the master's
+    # periodic reader was inside the SDK's collection would inherit that lock held, and never export.
+    environ = {**KEY, "OTEL_METRICS_EXPORTER": "none", "OTEL_MONITORING_SYSTEM_METRICS": "none"}
+    telemetry = Telemetry(load_settings(environ=environ, strict=True), MetricsRegistry(), start_exporters=False)
+    sdk_lock = telemetry.meter_provider._measurement_consumer._lock  # type: ignore[attr-defined]
+    collecting, finish = threading.Event(), threading.Event()
+
+    def parent_reader_mid_collection() -> None:
+        with sdk_lock:
+            collecting.set()
+            finish.wait()
+
+    reader = threading.Thread(target=parent_reader_mid_collection)
+    reader.start()
+    collecting.wait()
+    threading.Timer(0.2, finish.set).start()  # the collection ends while the fork waits for it
+    try:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(5)
+            try:
+                done = threading.Event()
+                threading.Thread(
+                    target=lambda: (telemetry.prometheus_reader.collect(), done.set()), daemon=True
+                ).start()
+                os._exit(0 if done.wait(2) else 1)
+            finally:
+                os._exit(2)
+        status = _wait_or_abort(pid, timeout=10)
+    finally:
+        reader.join()
+        telemetry.shutdown()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_workers_sharing_a_user_set_instance_id_are_still_told_apart_by_pid() -> None:
+    environ = {**KEY, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-1", "OTEL_METRICS_EXPORTER": "none"}
+    resource = create_resource(load_settings(environ=environ, strict=True))
+    assert resource.attributes["service.instance.id"] == "pod-1"
+    assert resource.attributes["process.pid"] == os.getpid()
 
 
 def test_facade_records_within_the_limits_configured_for_the_cardinality_processor() -> None:
