@@ -507,7 +507,7 @@ def test_a_critical_and_a_warning_of_one_alert_and_service_deliver_only_the_crit
     assert slack_resolved.received > lowered
     assert _slack(pipeline, name, "FIRING", "warning") == [] and _slack(pipeline, name, "RESOLVED", "warning") == []
     assert _emails(pipeline, name) == []  # warnings go to email: none came
-    assert {(entry["status"], entry["labels"]["severity"]) for entry in _history(pipeline, name)} == {
+    assert {(entry["status"], entry["severity"]) for entry in _history(pipeline, name)} == {
         ("firing", "critical"),
         ("resolved", "critical"),
     }
