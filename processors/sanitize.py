@@ -638,7 +638,9 @@ class SanitizeProcessor(Processor):
             key = attributes.token  # one entry per set: the content key would only double the cache
         else:
             try:
-                key = tuple(attributes.items()) if attributes else ()
+                # With the value types: 1, 1.0 and True are equal in Python but not to the detectors (an int
+                # document number seen after the equal float must still be redacted).
+                key = (tuple(attributes.items()), tuple(map(type, attributes.values()))) if attributes else ()
                 entry = cache.get(key)
             except TypeError:  # a list value makes the items unhashable: compute without the cache
                 return self._rewrite(policy, attributes or {})

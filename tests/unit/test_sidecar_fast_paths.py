@@ -426,16 +426,13 @@ def sanitized(processor: SanitizeProcessor, attributes: Mapping[str, Any]) -> An
     return point.attributes
 
 
-# Values per key. Left out on purpose: values of different types that compare equal (1, 1.0, True). Sanitize's
-# cache for plain dicts is keyed by the items tuple, which equates them, so the dict path serves one value's
-# result to the other (an int CPF after an equal float stays in the clear): a bug reported with its failing test
-# on issue 5, to be added here once fixed.
+# Values per key, equal values of different types among them (1, 1.0, True): sanitize's cache must tell them apart.
 SANITIZE_POOL: dict[str, list[Any]] = {
-    "client_id": ["c-1", "c-2", "ana@example.com", "", 7, 123456789012, ("c-1", "c-2")],
-    "user.id": ["u-9", 42],
+    "client_id": ["c-1", "c-2", "ana@example.com", "", 7, 7.0, True, 1, 123456789012, ("c-1", "c-2")],
+    "user.id": ["u-9", 42, 42.0],
     "route": ["/users/ana@example.com", "/health", "/pay?token=s3cr3t-t0k3n-value", "/p/" + "x" * 300, "/a"],
     "peer": ["10.1.2.3", "::1", "db.local"],
-    "doc": ["529.982.247-25", "nothing"],
+    "doc": ["529.982.247-25", "nothing", 52998224725, 52998224725.0],
     "status": [200, 404],
     "flag": [False],
     "ratio": [0.25],
@@ -660,3 +657,23 @@ def test_decoder_with_an_overflowing_cache_never_hands_out_another_sets_attribut
     all_tokens = [token for group in tokens.values() for token in group]
     assert len(all_tokens) == len(set(all_tokens))
     assert any(len(group) > 1 for group in tokens.values()), "the cache never overflowed"
+
+
+@pytest.mark.parametrize(
+    ("seen_first", "then"),
+    [(52998224725.0, 52998224725), (5511987654321.0, 5511987654321), (4111111111111111.0, 4111111111111111)],
+    ids=["cpf", "phone", "card"],
+)
+def test_sanitize_redacts_an_int_even_after_an_equal_float_was_seen(seen_first: float, then: int) -> None:
+    processor = sanitizer()
+    sanitized(processor, {"doc": seen_first})
+    assert sanitized(processor, {"doc": then}) == sanitized(sanitizer(), {"doc": then})
+
+
+@pytest.mark.parametrize(("first", "then"), [(1, True), (1, 1.0), (True, 1), (1.0, 1)])
+def test_sanitize_caches_tell_apart_equal_values_of_different_types(first: Any, then: Any) -> None:
+    with_dicts, with_sets = sanitizer(), sanitizer()
+    for value in (first, then):
+        assert typed(sanitized(with_dicts, {"client_id": value})) == typed(
+            sanitized(with_sets, AttributeSet({"client_id": value}))
+        ), f"after {first!r}, {value!r}"
