@@ -7,6 +7,7 @@ critical  PagerDuty (Events API v2), Slack, SMS (through the alert relay)
 warning   Slack, email
 info      email
 Watchdog  the heartbeat URL (a dead man's switch), else nowhere
+none      nowhere (the ``null`` receiver): such alerts never notify
 ========  =====================================================
 
 An alert without a known severity is treated as a warning, so nothing is lost. When the alert relay is
@@ -53,6 +54,8 @@ SEVERITIES = ("critical", "warning", "info")
 """Severity label values, each routed to the receiver of the same name."""
 
 HEARTBEAT_RECEIVER = "heartbeat"
+NULL_RECEIVER = "null"
+"""Receiver with no channel, for ``severity="none"``: documented as never notifying."""
 WATCHDOG_ALERT = "Watchdog"
 GROUP_BY = ("alertname", "service", "job")
 """Labels a notification groups alerts by: one message per alert name and service."""
@@ -272,6 +275,7 @@ def render_alertmanager_config(
         url = alerting.heartbeat_url.get_secret_value()
         heartbeat["webhook_configs"] = [{"url": url, "send_resolved": False}]
     receivers.append(heartbeat)
+    receivers.append({"name": NULL_RECEIVER})
     channels[WATCHDOG_ALERT] = ["heartbeat"] if alerting.heartbeat_url is not None else []
 
     repeat = {"critical": timing.critical_repeat_interval, "info": timing.info_repeat_interval}
@@ -282,7 +286,10 @@ def render_alertmanager_config(
             "group_wait": "0s",
             "group_interval": timing.heartbeat_interval,
             "repeat_interval": timing.heartbeat_interval,
-        }
+        },
+        # After the Watchdog's route (severity none too), before the fallback that treats unknown severities as
+        # warnings: "none" is a known severity that must never notify.
+        {"receiver": NULL_RECEIVER, "matchers": ['severity="none"']},
     ]
     for severity in SEVERITIES:
         route: dict[str, Any] = {"receiver": severity, "matchers": [f'severity="{severity}"']}

@@ -81,7 +81,13 @@ def test_defaults_render_a_valid_config_with_every_route_and_no_channel() -> Non
     rendered = render_alertmanager_config(Settings().alerting, dashboard_url="http://grafana:3000")
     document = yaml.safe_load(rendered.config)
 
-    assert {receiver["name"] for receiver in document["receivers"]} == {"critical", "warning", "info", "heartbeat"}
+    assert {receiver["name"] for receiver in document["receivers"]} == {
+        "critical",
+        "warning",
+        "info",
+        "heartbeat",
+        "null",
+    }
     assert all(set(receiver) == {"name"} for receiver in document["receivers"])
     assert all(names == [] for names in rendered.channels.values())
 
@@ -106,6 +112,7 @@ def test_amtool_accepts_the_config_for_every_combination_of_channels(tmp_path: P
         (["severity=info", "alertname=DeploymentFinished"], "info"),
         (["alertname=Watchdog", "severity=none"], "heartbeat"),
         (["alertname=Watchdog", "severity=critical"], "heartbeat"),
+        (["alertname=MaintenanceWindow", "severity=none", "service=checkout"], "null"),
         (["alertname=NoSeverityGiven"], "warning"),
         (["severity=page"], "warning"),
     ],
@@ -125,6 +132,19 @@ def test_routes_stay_the_same_when_channels_are_missing(tmp_path: Path) -> None:
         "warning",
         "info",
     ]
+
+
+def test_severity_none_reaches_a_receiver_with_no_channel_whatever_is_configured() -> None:
+    document = yaml.safe_load(
+        render_alertmanager_config(_settings(COMBINATIONS["everything"]).alerting, dashboard_url="http://g").config
+    )
+    routes = document["route"]["routes"]
+    (none_route,) = [route for route in routes if 'severity="none"' in route["matchers"]]
+    receivers = {receiver["name"]: receiver for receiver in document["receivers"]}
+
+    assert receivers[none_route["receiver"]] == {"name": none_route["receiver"]}
+    # The Watchdog (severity none too) must still reach the heartbeat: its route comes first.
+    assert routes.index(none_route) == 1 and routes[0]["receiver"] == "heartbeat"
 
 
 def test_channels_follow_severity_and_what_is_configured() -> None:
