@@ -65,6 +65,7 @@ __all__ = [
     "ServiceConfig",
     "Settings",
     "SettingsError",
+    "SidecarConfig",
     "apply_instrumentation_defaults",
     "apply_overrides",
     "load_settings",
@@ -415,6 +416,15 @@ class PrometheusConfig(_Section):
     url: Annotated[_HttpURL, _env("OTEL_MONITORING_PROMETHEUS_URL", valid=_URL_VALID)] = "http://localhost:9090"
     """Prometheus base URL."""
 
+    basic_auth_username: Annotated[_Text | None, _env("OTEL_MONITORING_PROMETHEUS_USERNAME", valid=_TEXT_VALID)] = None
+    """User the CLI (``doctor``, ``backup``) sends when Prometheus's web config asks for basic auth; set together
+    with ``basic_auth_password``."""
+
+    basic_auth_password: Annotated[_Secret | None, _env("OTEL_MONITORING_PROMETHEUS_PASSWORD", valid=_TEXT_VALID)] = (
+        None
+    )
+    """Password for Prometheus's basic auth."""
+
 
 _PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 
@@ -632,6 +642,20 @@ class GrafanaConfig(_Section):
 
     api_key: Annotated[_Secret | None, _env("GRAFANA_API_KEY", valid=_TEXT_VALID)] = None
     """Grafana API key or service-account token."""
+
+
+class SidecarConfig(_Section):
+    """Where the CLI (``otel-monitoring doctor``) reaches a running collector sidecar (docs/sidecar.md)."""
+
+    health_url: Annotated[_HttpURL, _env("OTEL_MONITORING_SIDECAR_HEALTH_URL", valid=_URL_VALID)] = (
+        "http://localhost:13133/"
+    )
+    """The sidecar's ``health_check`` extension: 200 while its pipelines run."""
+
+    metrics_url: Annotated[_HttpURL, _env("OTEL_MONITORING_SIDECAR_METRICS_URL", valid=_URL_VALID)] = (
+        "http://localhost:8889/metrics"
+    )
+    """The sidecar's ``prometheus`` exporter, which also serves its own ``otelcol_*`` metrics."""
 
 
 class MetricsEndpointConfig(_Section):
@@ -905,8 +929,11 @@ class KubernetesConfig(_Section):
         return None if self.cpu_limit_millicores is None else self.cpu_limit_millicores / 1000
 
 
-_USERNAME_PATH = "metrics_endpoint.basic_auth_username"
-_PASSWORD_PATH = "metrics_endpoint.basic_auth_password"  # noqa: S105 - a settings path, not a password
+# (username, password) settings paths that are only meaningful together.
+_BASIC_AUTH_PAIRS = (
+    ("metrics_endpoint.basic_auth_username", "metrics_endpoint.basic_auth_password"),
+    ("prometheus.basic_auth_username", "prometheus.basic_auth_password"),
+)
 
 
 class Settings(_Section):
@@ -936,6 +963,9 @@ class Settings(_Section):
     grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)
     """Grafana server."""
 
+    sidecar: SidecarConfig = Field(default_factory=SidecarConfig)
+    """The collector sidecar, as the CLI reaches it."""
+
     metrics_endpoint: MetricsEndpointConfig = Field(default_factory=MetricsEndpointConfig)
     """The application's ``/metrics`` endpoint."""
 
@@ -956,9 +986,12 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _check_cross_field(self) -> Settings:
         # The one home of cross-field rules; load_settings checks the same rule first to name the source.
-        endpoint = self.metrics_endpoint
-        if (endpoint.basic_auth_username is None) != (endpoint.basic_auth_password is None):
-            raise ValueError(f"{_USERNAME_PATH} and {_PASSWORD_PATH} must be set together")
+        for username_path, password_path in _BASIC_AUTH_PAIRS:
+            section = getattr(self, username_path.partition(".")[0])
+            username = getattr(section, username_path.partition(".")[2])
+            password = getattr(section, password_path.partition(".")[2])
+            if (username is None) != (password is None):
+                raise ValueError(f"{username_path} and {password_path} must be set together")
         return self
 
     def source_of(self, path: str) -> str:
@@ -1109,19 +1142,8 @@ class _Resolver:
         return f"using {'the value' if leaf.secret else _show(value)} from {origin.label}"
 
     def finish(self) -> Settings:
-        username, password = self.values[_USERNAME_PATH], self.values[_PASSWORD_PATH]
-        if (username is None) != (password is None):
-            present, missing = (
-                (_USERNAME_PATH, _PASSWORD_PATH) if username is not None else (_PASSWORD_PATH, _USERNAME_PATH)
-            )
-            origin = self.origins.get(present, _CODE)
-            missing_env = _LEAVES[missing].env.names[0]
-            error = SettingsError(origin.key_for(present), f"must be set together with {missing} ({missing_env})")
-            # Without both halves basic auth cannot work; drop the half that is set rather than crash the app.
-            self.report(error, "basic auth is disabled")
-            for path in (_USERNAME_PATH, _PASSWORD_PATH):
-                self.values[path] = None
-                self.origins.pop(path, None)
+        for username_path, password_path in _BASIC_AUTH_PAIRS:
+            self._check_pair(username_path, password_path)
         tree: dict[str, Any] = {}
         for path, value in self.values.items():
             *sections, name = path.split(".")
@@ -1132,6 +1154,20 @@ class _Resolver:
         settings = Settings.model_validate(tree)
         settings._origins = self.origins
         return settings
+
+    def _check_pair(self, username_path: str, password_path: str) -> None:
+        username, password = self.values[username_path], self.values[password_path]
+        if (username is None) == (password is None):
+            return
+        present, missing = (username_path, password_path) if username is not None else (password_path, username_path)
+        origin = self.origins.get(present, _CODE)
+        missing_env = _LEAVES[missing].env.names[0]
+        error = SettingsError(origin.key_for(present), f"must be set together with {missing} ({missing_env})")
+        # Without both halves basic auth cannot work; drop the half that is set rather than crash the app.
+        self.report(error, "basic auth is disabled")
+        for path in (username_path, password_path):
+            self.values[path] = None
+            self.origins.pop(path, None)
 
     def tree_entries(self, tree: Any, model: type[BaseModel], prefix: str, origin: _Origin) -> list[_Entry]:
         """Flatten a nested mapping (YAML document or code overrides) into leaf entries, reporting bad keys."""

@@ -68,6 +68,9 @@ def test_settings_without_arguments_is_valid_with_documented_defaults() -> None:
     assert (settings.alerting.slack_webhook, settings.alerting.email) == (None, [])
     assert (settings.alerting.app, settings.alerting.rule_files) == ([], [])
     assert (settings.grafana.url, settings.grafana.api_key) == ("http://localhost:3000", None)
+    assert (settings.prometheus.basic_auth_username, settings.prometheus.basic_auth_password) == (None, None)
+    assert settings.sidecar.health_url == "http://localhost:13133/"
+    assert settings.sidecar.metrics_url == "http://localhost:8889/metrics"
     endpoint = settings.metrics_endpoint
     assert (endpoint.bearer_token, endpoint.basic_auth_username, endpoint.basic_auth_password) == (None, None, None)
     assert (endpoint.allowed_networks, endpoint.access_log, endpoint.scope_labels) == ([], False, False)
@@ -129,6 +132,10 @@ def test_environment_variable_table_covers_the_seed_otel_and_own_variables() -> 
         "OTEL_MONITORING_PUSH_TIMEOUT",
         "OTEL_MONITORING_PUSH_AT_EXIT",
         "OTEL_MONITORING_PROMETHEUS_URL",
+        "OTEL_MONITORING_PROMETHEUS_USERNAME",
+        "OTEL_MONITORING_PROMETHEUS_PASSWORD",
+        "OTEL_MONITORING_SIDECAR_HEALTH_URL",
+        "OTEL_MONITORING_SIDECAR_METRICS_URL",
         "OTEL_MONITORING_ALERT_EMAIL",
         "OTEL_MONITORING_SMTP_HOST",
         "OTEL_MONITORING_SMTP_PORT",
@@ -613,7 +620,10 @@ def test_unknown_override_key_is_an_error_when_strict() -> None:
     with pytest.raises(SettingsError) as excinfo:
         load_settings(environ={}, overrides={"prometheus": {"retention": 3}}, strict=True)
 
-    assert str(excinfo.value) == "prometheus.retention (from code): unknown key (valid: retention_days, url)"
+    assert str(excinfo.value) == (
+        "prometheus.retention (from code): unknown key "
+        "(valid: basic_auth_password, basic_auth_username, retention_days, url)"
+    )
 
 
 def test_username_without_password_disables_basic_auth_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -625,6 +635,37 @@ def test_username_without_password_disables_basic_auth_with_one_warning(caplog: 
         "OTEL_MONITORING_METRICS_USERNAME: must be set together with metrics_endpoint.basic_auth_password "
         "(OTEL_MONITORING_METRICS_PASSWORD); basic auth is disabled"
     ]
+
+
+def test_prometheus_password_without_username_is_an_error_naming_both_when_strict() -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings(environ={"OTEL_MONITORING_PROMETHEUS_PASSWORD": "s3cret"}, strict=True)
+
+    assert str(excinfo.value) == (
+        "OTEL_MONITORING_PROMETHEUS_PASSWORD: must be set together with prometheus.basic_auth_username "
+        "(OTEL_MONITORING_PROMETHEUS_USERNAME)"
+    )
+    assert "s3cret" not in str(excinfo.value)
+
+
+def test_prometheus_credentials_and_sidecar_urls_come_from_the_environment() -> None:
+    settings = load_settings(
+        environ={
+            "OTEL_MONITORING_PROMETHEUS_USERNAME": "doctor",
+            "OTEL_MONITORING_PROMETHEUS_PASSWORD": "s3cret",
+            "OTEL_MONITORING_SIDECAR_HEALTH_URL": "http://sidecar:13133/health",
+            "OTEL_MONITORING_SIDECAR_METRICS_URL": "http://sidecar:8889/metrics",
+        },
+        strict=True,
+    )
+
+    password = settings.prometheus.basic_auth_password
+    assert (settings.prometheus.basic_auth_username, password and password.get_secret_value()) == ("doctor", "s3cret")
+    assert (settings.sidecar.health_url, settings.sidecar.metrics_url) == (
+        "http://sidecar:13133/health",
+        "http://sidecar:8889/metrics",
+    )
+    assert "s3cret" not in render_settings(settings)
 
 
 def test_username_and_password_from_different_layers_are_accepted(tmp_path: Path) -> None:
