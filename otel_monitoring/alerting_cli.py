@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError
+from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, hide_url_password
 
 if TYPE_CHECKING:
     _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -92,6 +92,13 @@ def _usage_error(message: str) -> int:
 def _failure(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` on one line, URL passwords masked: httpx and SQLAlchemy messages quote the URL, and
+    SQLAlchemy's run on over several lines."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {hide_url_password(lines[0])}" if lines else type(error).__name__
 
 
 # --- alertmanager render --------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def _alerts_list(args: argparse.Namespace) -> int:
         response = httpx.get(url, params={"filter": args.filter}, timeout=10.0)
         response.raise_for_status()
     except httpx.HTTPError as error:
-        return _failure(f"Alertmanager at {settings.alerting.alertmanager_url}: {error}")
+        return _failure(f"Alertmanager at {hide_url_password(settings.alerting.alertmanager_url)}: {_describe(error)}")
     alerts: list[dict[str, Any]] = sorted(response.json(), key=lambda alert: alert["startsAt"], reverse=True)
     if args.json:
         print(json.dumps(alerts, indent=2))
@@ -301,7 +308,7 @@ def _alerts_silence(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(_alertmanager_api(settings) + "/silences", json=silence, timeout=10.0)
     except httpx.HTTPError as error:
-        return _failure(f"Alertmanager at {settings.alerting.alertmanager_url}: {error}")
+        return _failure(f"Alertmanager at {hide_url_password(settings.alerting.alertmanager_url)}: {_describe(error)}")
     if response.status_code == 400:
         return _usage_error(f"Alertmanager refused the silence: {response.text.strip()}")
     if not response.is_success:
@@ -312,7 +319,7 @@ def _alerts_silence(args: argparse.Namespace) -> int:
 
 def _alerts_history(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from otel_monitoring.alert_relay.history import AlertHistory
 
@@ -324,19 +331,25 @@ def _alerts_history(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         return _usage_error(f"--limit: must be >= 1 (got {args.limit})")
     database_url = settings.alerting.history_database_url
-    url = make_url(database_url)
-    in_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    # Reading must not leave an empty database behind where the relay has never run.
-    if in_file and not Path(str(url.database)).exists():
-        return _failure(f"no alert history at {url.database} (alerting.history_database_url): has the relay run?")
+    shown = hide_url_password(database_url)
     try:
+        url = make_url(database_url)
+        in_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        # Reading must not leave an empty database behind where the relay has never run.
+        if in_file and not Path(str(url.database)).exists():
+            return _failure(f"no alert history at {url.database} (alerting.history_database_url): has the relay run?")
         history = AlertHistory(database_url)
-        try:
-            entries = history.query(since=datetime.now(UTC) - since, status=args.status, limit=args.limit)
-        finally:
-            history.close()
+    except (ArgumentError, ValueError, ImportError) as error:
+        # A URL that does not parse, an unknown dialect or a driver that is not installed: the setting is wrong.
+        return _usage_error(f"alerting.history_database_url: {_describe(error)} (got {shown})")
     except SQLAlchemyError as error:
-        return _failure(f"alert history at {url.render_as_string(hide_password=True)}: {error}")
+        return _failure(f"alert history at {shown}: {_describe(error)}")
+    try:
+        entries = history.query(since=datetime.now(UTC) - since, status=args.status, limit=args.limit)
+    except SQLAlchemyError as error:
+        return _failure(f"alert history at {shown}: {_describe(error)}")
+    finally:
+        history.close()
     if args.json:
         for entry in entries:
             print(json.dumps(entry.to_json()))

@@ -1,0 +1,110 @@
+"""The ``alerts`` commands fail in one line, with the exit status of the CLI's conventions, and never print a
+password from ALERTMANAGER_URL or the history database URL."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from otel_monitoring.alerting_cli import add_commands
+from tests.support import free_port
+
+PASSWORD = "hunter2-alerting-secret"
+
+
+def _cli(environ: dict[str, str], *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="otel-monitoring")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    args.environ = environ
+    status: int = args.func(args)
+    return status
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def unavailable_alertmanager() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers 503 to everything."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_unreachable_alertmanager_fails_in_one_line_without_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    environ = {"ALERTMANAGER_URL": f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"}
+
+    status = _cli(environ, "alerts", "list")
+
+    error = capsys.readouterr().err
+    assert status == 1
+    assert error.count("\n") == 1 and "ConnectError" in error
+    assert PASSWORD not in error and "admin:" in error  # the user stays, to tell which credentials were used
+
+
+def test_alertmanager_error_answer_names_the_status_without_the_password(
+    unavailable_alertmanager: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # httpx's own message quotes the request URL, credentials included.
+    environ = {"ALERTMANAGER_URL": f"http://admin:{PASSWORD}@{unavailable_alertmanager}"}
+
+    status = _cli(environ, "alerts", "list")
+
+    error = capsys.readouterr().err
+    assert status == 1
+    assert error.count("\n") == 1 and "HTTPStatusError" in error and "503" in error
+    assert PASSWORD not in error
+
+
+def test_silence_on_an_unreachable_alertmanager_does_not_print_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environ = {"ALERTMANAGER_URL": f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"}
+
+    status = _cli(environ, "alerts", "silence", "--matcher", "alertname=X", "--duration", "1h", "--comment", "c")
+
+    error = capsys.readouterr().err
+    assert status == 1 and error.count("\n") == 1 and PASSWORD not in error
+
+
+@pytest.mark.parametrize(
+    ("database_url", "problem"),
+    [
+        (f"postgresql://alerts:{PASSWORD}@127.0.0.1:notaport/alerts", "ValueError"),
+        (f"postgresql+nosuchdriver://alerts:{PASSWORD}@127.0.0.1/alerts", "NoSuchModuleError"),
+        pytest.param(
+            f"mysql+mysqldb://alerts:{PASSWORD}@127.0.0.1/alerts",
+            "ModuleNotFoundError",
+            marks=pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="MySQLdb is installed"),
+        ),
+    ],
+    ids=["bad-port", "unknown-driver", "driver-not-installed"],
+)
+def test_a_bad_history_database_url_is_a_usage_error_in_one_line(
+    database_url: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _cli({"OTEL_MONITORING_ALERT_HISTORY_DATABASE_URL": database_url}, "alerts", "history")
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.count("\n") == 1 and "alerting.history_database_url" in error and problem in error
+    assert PASSWORD not in error
