@@ -47,6 +47,7 @@ import grpc.aio  # type: ignore[import-untyped]
 from google.protobuf import any_pb2, duration_pb2  # type: ignore[import-untyped]
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
+from otel_monitoring.sidecar._auth import load_bearer_token, read_token_file
 from otel_monitoring.sidecar.config import (
     BearerTokenAuthExtensionConfig,
     MiB,
@@ -124,7 +125,7 @@ class OTLPGRPCReceiver:
         *,
         bearer_token: BearerTokenAuthExtensionConfig | None = None,
         decoder: OTLPMetricsDecoder | None = None,
-        read_text: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8"),
+        read_text: Callable[[str], str] = read_token_file,
         read_bytes: Callable[[str], bytes] = lambda path: Path(path).read_bytes(),
     ) -> None:
         if config.auth is not None and bearer_token is None:
@@ -148,12 +149,8 @@ class OTLPGRPCReceiver:
         self._scheme: str | None = None
         self._token = b""
         if bearer_token is not None and config.auth is not None:
-            if bearer_token.token is not None:
-                token = bearer_token.token.get_secret_value()
-            else:
-                token = read_text(str(bearer_token.filename))
+            self._token = load_bearer_token(bearer_token, read_text, name=config.auth.authenticator)
             self._scheme = bearer_token.scheme.lower()
-            self._token = token.strip().encode()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The generic handler of ``MetricsService/Export``, for serving it from a server of one's own."""

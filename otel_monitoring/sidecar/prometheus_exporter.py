@@ -31,7 +31,6 @@ import threading
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, MutableMapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
@@ -46,6 +45,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from otel_monitoring.sidecar._asgi import serve_lifespan
+from otel_monitoring.sidecar._auth import load_bearer_token, read_token_file
 from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, PrometheusExporterConfig
 from processors._merge import AttributeSet, attributes_key
 
@@ -338,7 +338,7 @@ class PrometheusExporter:
         worker_attributes: Collection[str] = DEFAULT_WORKER_ATTRIBUTES,
         shared_metric_prefixes: Sequence[str] = DEFAULT_SHARED_METRIC_PREFIXES,
         bearer_token: BearerTokenAuthExtensionConfig | None = None,
-        read_text: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8"),
+        read_text: Callable[[str], str] = read_token_file,
     ) -> None:
         config = config or PrometheusExporterConfig()
         if config.auth is not None and bearer_token is None:
@@ -368,10 +368,7 @@ class PrometheusExporter:
         self._token: bytes | None = None
         self._scheme = b""
         if bearer_token is not None and config.auth is not None:
-            token = bearer_token.token.get_secret_value() if bearer_token.token is not None else None
-            if token is None:
-                token = read_text(str(bearer_token.filename))
-            self._token = token.strip().encode()
+            self._token = load_bearer_token(bearer_token, read_text, name=config.auth.authenticator)
             self._scheme = bearer_token.scheme.lower().encode()
 
     # --- Consuming ----------------------------------------------------------------------------------------------

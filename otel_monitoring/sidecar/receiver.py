@@ -24,12 +24,12 @@ import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_monitoring.sidecar._asgi import serve_lifespan
+from otel_monitoring.sidecar._auth import load_bearer_token, read_token_file
 from otel_monitoring.sidecar.config import BearerTokenAuthExtensionConfig, OTLPHTTPServerConfig
 from otel_monitoring.sidecar.otlp import (
     OTLPDecodeError,
@@ -128,7 +128,7 @@ class OTLPHTTPReceiver:
         *,
         bearer_token: BearerTokenAuthExtensionConfig | None = None,
         decoder: OTLPMetricsDecoder | None = None,
-        read_text: Callable[[str], str] = lambda path: Path(path).read_text(encoding="utf-8"),
+        read_text: Callable[[str], str] = read_token_file,
     ) -> None:
         if config.auth is not None and bearer_token is None:
             raise ValueError(
@@ -147,12 +147,8 @@ class OTLPHTTPReceiver:
         self._scheme: bytes | None = None
         self._token = b""
         if bearer_token is not None and config.auth is not None:
-            if bearer_token.token is not None:
-                token = bearer_token.token.get_secret_value()
-            else:
-                token = read_text(str(bearer_token.filename))
+            self._token = load_bearer_token(bearer_token, read_text, name=config.auth.authenticator)
             self._scheme = bearer_token.scheme.lower().encode()
-            self._token = token.strip().encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
         kind = scope["type"]

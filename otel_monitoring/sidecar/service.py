@@ -37,6 +37,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_monitoring._instruments import MetricsRegistry
 from otel_monitoring.sidecar._asgi import serve_lifespan
+from otel_monitoring.sidecar._auth import load_bearer_token
 from otel_monitoring.sidecar.config import (
     BatchConfig,
     BearerTokenAuthExtensionConfig,
@@ -543,10 +544,10 @@ class CollectorService:
         if token is None:
             return None
         try:
-            secret = token.token.get_secret_value() if token.token is not None else _read(str(token.filename))
-        except OSError as error:
+            secret = load_bearer_token(token, name=auth.authenticator).decode()
+        except (OSError, ValueError) as error:
             raise CollectorConfigError(f"extensions.{auth.authenticator}.filename", str(error)) from None
-        value = f"{token.scheme} {secret.strip()}"
+        value = f"{token.scheme} {secret}"
         return lambda: value
 
     def _queue_files(self, exporter_id: str, queue_key: str, storage_id: str | None) -> QueueFiles | None:
@@ -566,10 +567,9 @@ class CollectorService:
         from otel_monitoring.sidecar.remote_write import RemoteWriteExporter
 
         files = self._queue_files(exporter_id, "remote_write_queue", config.remote_write_queue.storage)
+        auth_header = self._auth_header(config.auth)  # its errors name the extension's key: outside the try
         try:
-            exporter = RemoteWriteExporter(
-                config, auth_header=self._auth_header(config.auth), name=exporter_id, storage=files
-            )
+            exporter = RemoteWriteExporter(config, auth_header=auth_header, name=exporter_id, storage=files)
         except (ValueError, OSError) as error:
             raise CollectorConfigError(f"exporters.{exporter_id}", str(error)) from None
 
@@ -592,10 +592,9 @@ class CollectorService:
 
         exporter_class: Any = OTLPHTTPExporter if isinstance(config, OTLPHTTPExporterConfig) else OTLPGRPCExporter
         files = self._queue_files(exporter_id, "sending_queue", config.sending_queue.storage)
+        auth_header = self._auth_header(config.auth)  # its errors name the extension's key: outside the try
         try:
-            exporter = exporter_class(
-                config, auth_header=self._auth_header(config.auth), name=exporter_id, storage=files
-            )
+            exporter = exporter_class(config, auth_header=auth_header, name=exporter_id, storage=files)
         except (ValueError, OSError) as error:
             raise CollectorConfigError(f"exporters.{exporter_id}", str(error)) from None
 
@@ -987,8 +986,3 @@ def _bind(listener: _Listener) -> socket.socket:
         sock.close()
         raise CollectorConfigError(listener.key, f"cannot listen on {listener.endpoint}: {error.strerror}") from None
     return sock
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as stream:
-        return stream.read()
