@@ -1,8 +1,9 @@
 """The alert archive: every alert of every notification the relay receives, firing and resolved.
 
-Alertmanager keeps no history, so the relay writes one row per alert per notification into a SQL table through
-SQLAlchemy: a SQLite file by default, PostgreSQL (or any SQLAlchemy database) with a URL. Rows older than the
-retention are deleted by :meth:`AlertHistory.purge`, which the relay runs on a timer.
+Alertmanager keeps no history, so the relay writes one row per alert state into a SQL table through SQLAlchemy:
+the same alert (fingerprint), status, start and receiver is archived once, however often Alertmanager repeats or
+retries the notification. A SQLite file by default, PostgreSQL (or any SQLAlchemy database) with a URL. Rows
+older than the retention are deleted by :meth:`AlertHistory.purge`, which the relay runs on a timer.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> history = AlertHistory("sqlite://")  # in memory
@@ -36,7 +37,8 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from otel_monitoring.alert_relay.webhook import WebhookNotification
@@ -85,7 +87,20 @@ notifications = Table(
     Column("ends_at", _UTCDateTime(), nullable=True),
     Column("generator_url", Text, nullable=False),
     Index("ix_otel_monitoring_alert_notifications_received_at", "received_at"),
+    # One row per alert state and receiver: a retry after the relay's 502, or a repeat, adds nothing. Archives
+    # created before this index existed do not get it (create_all leaves existing tables alone); record() still
+    # looks before it writes, the index only settles two receipts racing.
+    Index(
+        "ux_otel_monitoring_alert_notifications_state",
+        "fingerprint",
+        "status",
+        "starts_at",
+        "receiver",
+        unique=True,
+    ),
 )
+
+_StateKey = tuple[str, str, datetime, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +156,13 @@ class AlertHistory:
         _metadata.create_all(self._engine)
 
     def record(self, notification: WebhookNotification) -> int:
-        """Archive every alert of ``notification`` with the current time; returns how many rows were written."""
+        """Archive the alerts of ``notification`` not archived yet (same fingerprint, status, start and receiver),
+        with the current time; returns how many rows were written."""
         received_at = self._clock()
-        rows = [
-            {
+        rows: dict[_StateKey, dict[str, Any]] = {}
+        for alert in notification.alerts:
+            key = (alert.fingerprint, alert.status, alert.starts_at, notification.receiver)
+            rows[key] = {
                 "received_at": received_at,
                 "receiver": notification.receiver,
                 "group_key": notification.group_key,
@@ -158,11 +176,27 @@ class AlertHistory:
                 "ends_at": alert.ends_at,
                 "generator_url": alert.generator_url,
             }
-            for alert in notification.alerts
-        ]
+        try:
+            return self._insert_new(rows, notification.receiver)
+        except IntegrityError:
+            # The same notification received twice at once: the other receipt wrote first; now its rows are seen.
+            return self._insert_new(rows, notification.receiver)
+
+    def _insert_new(self, rows: dict[_StateKey, dict[str, Any]], receiver: str) -> int:
         with self._engine.begin() as connection:
-            connection.execute(insert(notifications), rows)
-        return len(rows)
+            archived = self._archived(connection, {key[0] for key in rows}, receiver)
+            new = [row for key, row in rows.items() if key not in archived]
+            if new:
+                connection.execute(insert(notifications), new)
+        return len(new)
+
+    @staticmethod
+    def _archived(connection: Connection, fingerprints: set[str], receiver: str) -> set[_StateKey]:
+        columns = notifications.c
+        statement = select(columns.fingerprint, columns.status, columns.starts_at, columns.receiver).where(
+            columns.fingerprint.in_(fingerprints), columns.receiver == receiver
+        )
+        return {(row[0], row[1], row[2], row[3]) for row in connection.execute(statement)}
 
     def query(self, *, since: datetime, status: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         """Alerts received at or after ``since``, oldest first; ``status`` keeps only firing or resolved ones."""

@@ -1,8 +1,9 @@
 """SMS for alerts: a Twilio-compatible gateway, de-duplication and a rate limit that never drops silently.
 
 :class:`SMSNotifier` turns the alerts of one webhook call into one SMS to every recipient. An alert already sent
-with the same fingerprint and status within the de-duplication window is left out (Alertmanager repeats
-notifications, and retries them). Messages are limited by a token bucket: what the bucket refuses is held,
+to a recipient with the same fingerprint, status and start time within the de-duplication window is left out for
+that recipient (Alertmanager repeats notifications, and retries them); an alert that fires again after resolving
+starts anew, so it is texted again. Messages are limited by a token bucket: what the bucket refuses is held,
 counted and logged, and sent as one summary message as soon as a token is free again (:meth:`SMSNotifier.flush`,
 called on every notification and by the relay's timer).
 
@@ -17,7 +18,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, TypeAlias
 
 import httpx
 
@@ -40,6 +42,13 @@ SMS_MAX_CHARS = 1600
 """Twilio's limit on a message body; longer texts are cut with a marker."""
 
 Clock = Callable[[], float]
+
+_AlertKey: TypeAlias = tuple[str, str, datetime]
+"""One notification-worthy state of an alert: fingerprint, status and start of its firing episode."""
+
+
+def _key(alert: WebhookAlert) -> _AlertKey:
+    return alert.fingerprint, alert.status, alert.starts_at
 
 
 class SMSDeliveryError(RuntimeError):
@@ -154,6 +163,14 @@ def format_sms(alerts: Sequence[WebhookAlert], limit: int = SMS_MAX_CHARS) -> st
     return _cut("\n\n".join(parts), limit)
 
 
+def _summary(held: Sequence[WebhookAlert]) -> str:
+    return _cut(
+        f"{len(held)} alert notification(s) held back by the SMS rate limit:\n"
+        + "\n".join(_headline(alert) for alert in held),
+        SMS_MAX_CHARS,
+    )
+
+
 @dataclass(slots=True)
 class SMSOutcome:
     """What became of the alerts of one call: sent now, left out as duplicates, or held by the rate limit."""
@@ -183,8 +200,9 @@ class SMSNotifier:
         self._bucket = TokenBucket(rate_per_minute, clock=clock)
         self._dedupe_seconds = dedupe_seconds
         self._clock = clock
-        self._last_sent: dict[tuple[str, str], float] = {}
-        self._held: dict[tuple[str, str], WebhookAlert] = {}
+        # Per recipient, so that when one number fails, the retry texts only that one.
+        self._delivered: dict[tuple[_AlertKey, str], float] = {}
+        self._held: dict[_AlertKey, WebhookAlert] = {}
         self.messages_sent = 0
         """Texts sent (one per recipient), summaries included."""
         self.alerts_deduplicated = 0
@@ -201,38 +219,36 @@ class SMSNotifier:
         """Send one SMS for the alerts not sent recently, or hold them if the rate limit says so.
 
         Raises :class:`SMSDeliveryError` if the gateway fails for a recipient (after trying every one); the
-        alerts are then not marked as sent, so Alertmanager's retry sends them again.
+        alerts are then marked as sent to the other recipients only, so Alertmanager's retry texts just the
+        recipients that missed them.
         """
         now = self._clock()
         self._forget_before(now - self._dedupe_seconds)
         outcome = SMSOutcome()
-        fresh: list[WebhookAlert] = []
+        fresh: dict[_AlertKey, WebhookAlert] = {}
         for alert in alerts:
-            key = (alert.fingerprint, alert.status)
-            if key in self._last_sent or key in self._held or any(key == (a.fingerprint, a.status) for a in fresh):
+            key = _key(alert)
+            if key in fresh or key in self._held or self._delivered_to_all(key):
                 outcome.deduplicated += 1
                 continue
-            fresh.append(alert)
+            fresh[key] = alert
         self.alerts_deduplicated += outcome.deduplicated
         if not fresh:
             return outcome
         await self.flush()
         # While a summary is pending, new alerts join it: sending them first would reorder the story.
         if self._held or not self._bucket.take():
-            for alert in fresh:
-                self._held[(alert.fingerprint, alert.status)] = alert
+            self._held.update(fresh)
             outcome.held = len(fresh)
             self.alerts_held += len(fresh)
             _logger.warning(
                 "SMS rate limit: holding %d alert(s) (%s) for a summary; %d held in all",
                 len(fresh),
-                ", ".join(_headline(alert) for alert in fresh),
+                ", ".join(_headline(alert) for alert in fresh.values()),
                 len(self._held),
             )
             return outcome
-        await self._send_to_all(format_sms(fresh))
-        for alert in fresh:
-            self._last_sent[(alert.fingerprint, alert.status)] = now
+        await self._deliver(fresh, format_sms)
         outcome.sent = len(fresh)
         return outcome
 
@@ -240,16 +256,8 @@ class SMSNotifier:
         """Send the held alerts as one summary if the rate limit allows it now; returns how many it covered."""
         if not self._held or not self._bucket.take():
             return 0
-        held = list(self._held.values())
-        body = _cut(
-            f"{len(held)} alert notification(s) held back by the SMS rate limit:\n"
-            + "\n".join(_headline(alert) for alert in held),
-            SMS_MAX_CHARS,
-        )
-        await self._send_to_all(body)
-        now = self._clock()
-        for alert in held:
-            self._last_sent[(alert.fingerprint, alert.status)] = now
+        held = dict(self._held)
+        await self._deliver(held, _summary)
         self._held.clear()
         _logger.info("SMS rate limit: sent a summary of %d held alert(s)", len(held))
         return len(held)
@@ -258,19 +266,33 @@ class SMSNotifier:
         """Close the gateway's connections."""
         await self._gateway.aclose()
 
-    async def _send_to_all(self, body: str) -> None:
+    def _delivered_to_all(self, key: _AlertKey) -> bool:
+        return all((key, number) in self._delivered for number in self._recipients)
+
+    async def _deliver(
+        self, alerts: dict[_AlertKey, WebhookAlert], render: Callable[[Sequence[WebhookAlert]], str]
+    ) -> None:
+        """Text each recipient the alerts it has not had yet, recording each delivery as it succeeds; raise
+        :class:`SMSDeliveryError` naming every recipient that failed, after trying them all."""
         errors: list[str] = []
         for number in self._recipients:
+            missing = [key for key in alerts if (key, number) not in self._delivered]
+            if not missing:
+                continue
             try:
-                await self._gateway.send(number, body)
-                self.messages_sent += 1
+                await self._gateway.send(number, render([alerts[key] for key in missing]))
             except SMSDeliveryError as error:
                 self.failures += 1
                 _logger.error("%s", error)
                 errors.append(str(error))
+                continue
+            self.messages_sent += 1
+            now = self._clock()
+            for key in missing:
+                self._delivered[key, number] = now
         if errors:
             raise SMSDeliveryError("; ".join(errors))
 
     def _forget_before(self, cutoff: float) -> None:
-        for key in [key for key, sent_at in self._last_sent.items() if sent_at <= cutoff]:
-            del self._last_sent[key]
+        for key in [key for key, sent_at in self._delivered.items() if sent_at <= cutoff]:
+            del self._delivered[key]

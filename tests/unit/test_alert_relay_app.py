@@ -46,15 +46,18 @@ class RecordingGateway:
         pass
 
 
-def webhook_alert(name: str, status: str = "firing", fingerprint: str = "fp1") -> dict[str, Any]:
+def webhook_alert(
+    name: str, status: str = "firing", fingerprint: str | None = None, starts_at: str = "2026-11-25T11:58:00Z"
+) -> dict[str, Any]:
+    # Alertmanager's fingerprint is a hash of the labels: alerts of different names never share one.
     return {
         "status": status,
         "labels": {"alertname": name, "severity": "critical", "service": "checkout"},
         "annotations": {"summary": f"{name} summary", "description": f"{name} description"},
-        "startsAt": "2026-11-25T11:58:00Z",
+        "startsAt": starts_at,
         "endsAt": "2026-11-25T12:01:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus/graph",
-        "fingerprint": fingerprint,
+        "fingerprint": fingerprint or f"fp-{name}",
     }
 
 
@@ -155,7 +158,7 @@ def test_sms_webhook_archives_and_texts_once_per_alert_and_status(
     assert first.json()["sms"] == {"sent": 1, "deduplicated": 0, "held": 0}
     assert retry.json()["sms"] == {"sent": 0, "deduplicated": 1, "held": 0}
     assert len(gateway.sent) == 1 and "A summary" in gateway.sent[0][1]
-    assert len(history.query(since=datetime(2026, 11, 25, tzinfo=UTC))) == 2  # both receipts archived
+    assert len(history.query(since=datetime(2026, 11, 25, tzinfo=UTC))) == 1  # the same notification, archived once
 
 
 def test_gateway_failure_answers_502_so_alertmanager_retries(client: RelayClient, gateway: RecordingGateway) -> None:
@@ -166,6 +169,35 @@ def test_gateway_failure_answers_502_so_alertmanager_retries(client: RelayClient
 
     assert failed.status_code == 502 and "gateway answered 503" in failed.json()["error"]
     assert retried.status_code == 200 and len(gateway.sent) == 1
+
+
+def test_retries_after_a_502_archive_the_notification_once(
+    client: RelayClient, gateway: RecordingGateway, history: AlertHistory
+) -> None:
+    gateway.fail = True
+    failures = [client.post("/webhook/sms", json=notification(webhook_alert("A"))) for _ in range(3)]
+    gateway.fail = False
+    delivered = client.post("/webhook/sms", json=notification(webhook_alert("A")))
+
+    assert [response.status_code for response in failures] == [502, 502, 502] and delivered.status_code == 200
+    entries = history.query(since=datetime(2026, 11, 25, tzinfo=UTC))
+    assert [(entry.alertname, entry.status) for entry in entries] == [("A", "firing")]
+
+
+def test_archive_keeps_each_status_episode_and_receiver_apart(history: AlertHistory) -> None:
+    def record(alert: dict[str, Any], receiver: str = "critical") -> int:
+        return history.record(parse_notification(json.dumps(notification(alert, receiver=receiver)).encode()))
+
+    written = [
+        record(webhook_alert("A")),
+        record(webhook_alert("A")),  # Alertmanager's repeat: nothing new
+        record(webhook_alert("A", "resolved")),
+        record(webhook_alert("A", starts_at="2026-11-25T12:30:00Z")),  # fires again: a new episode
+        record(webhook_alert("A"), receiver="warning"),
+    ]
+
+    assert written == [1, 0, 1, 1, 1]
+    assert len(history.query(since=datetime(2026, 11, 25, tzinfo=UTC))) == 4
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 import httpx
@@ -34,10 +34,12 @@ class RecordingGateway:
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[str, str]] = []
         self.fail = fail
+        self.failing: set[str] = set()
+        """Numbers the gateway refuses, as when one phone is unreachable."""
         self.closed = False
 
     async def send(self, to: str, body: str) -> None:
-        if self.fail:
+        if self.fail or to in self.failing:
             raise SMSDeliveryError(f"SMS to {to}: gateway answered 500")
         self.sent.append((to, body))
 
@@ -45,12 +47,21 @@ class RecordingGateway:
         self.closed = True
 
 
-def alert(name: str, status: str = "firing", fingerprint: str | None = None, **annotations: str) -> WebhookAlert:
+FIRST_START = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def alert(
+    name: str,
+    status: str = "firing",
+    fingerprint: str | None = None,
+    starts_at: datetime = FIRST_START,
+    **annotations: str,
+) -> WebhookAlert:
     return WebhookAlert(
         status=status,  # type: ignore[arg-type]
         labels={"alertname": name, "severity": "critical", "service": "checkout"},
         annotations={"summary": f"{name} summary", "description": f"{name} description", **annotations},
-        startsAt=datetime(2026, 11, 25, 10, tzinfo=UTC),
+        startsAt=starts_at,
         fingerprint=fingerprint or f"fp-{name}",
     )
 
@@ -230,6 +241,66 @@ def test_a_gateway_failure_raises_and_does_not_mark_the_alert_sent() -> None:
 
     assert asyncio.run(run()) == 1
     assert sms.failures == 2
+
+
+def test_an_alert_firing_again_after_resolving_is_texted_again_within_the_window() -> None:
+    gateway, clock = RecordingGateway(), FakeClock()
+    sms = notifier(gateway, clock, window=3600)
+    again = FIRST_START + timedelta(minutes=20)  # same fingerprint, a new firing episode
+
+    async def run() -> list[int]:
+        fired = await sms.notify([alert("A")])
+        clock.now += 600
+        resolved = await sms.notify([alert("A", status="resolved")])
+        clock.now += 600
+        refired = await sms.notify([alert("A", starts_at=again)])
+        repeated = await sms.notify([alert("A", starts_at=again)])  # Alertmanager's repeat of the same episode
+        return [fired.sent, resolved.sent, refired.sent, repeated.deduplicated]
+
+    assert asyncio.run(run()) == [1, 1, 1, 1]
+    bodies = [body for to, body in gateway.sent if to == "+15551230001"]
+    assert [body.split("]")[0] for body in bodies] == ["[FIRING", "[RESOLVED", "[FIRING"]
+
+
+def test_a_retry_after_one_recipient_failed_texts_only_that_recipient() -> None:
+    gateway, clock = RecordingGateway(), FakeClock()
+    sms = notifier(gateway, clock)
+    gateway.failing = {"+15551230002"}
+
+    async def run() -> tuple[int, int]:
+        with pytest.raises(SMSDeliveryError, match=r"\+15551230002"):
+            await sms.notify([alert("A")])
+        gateway.failing.clear()
+        retried = await sms.notify([alert("A")])  # Alertmanager's retry after the relay's 502
+        again = await sms.notify([alert("A")])  # and a repeat once both have it
+        return retried.sent, again.deduplicated
+
+    retried_sent, deduplicated = asyncio.run(run())
+
+    assert [to for to, _ in gateway.sent] == ["+15551230001", "+15551230002"]
+    assert (retried_sent, deduplicated) == (1, 1)
+
+
+def test_a_summary_that_failed_for_one_recipient_is_retried_for_that_recipient_only() -> None:
+    gateway, clock = RecordingGateway(), FakeClock()
+    sms = notifier(gateway, clock, rate=1)
+
+    async def run() -> tuple[int, int]:
+        await sms.notify([alert("A")])
+        await sms.notify([alert("B")])  # held: no token left
+        gateway.failing = {"+15551230002"}
+        clock.now += 60
+        with pytest.raises(SMSDeliveryError):
+            await sms.flush()
+        gateway.failing.clear()
+        clock.now += 60
+        return await sms.flush(), sms.held
+
+    covered, waiting = asyncio.run(run())
+
+    summaries = [to for to, body in gateway.sent if body.startswith("1 alert notification(s) held back")]
+    assert summaries == ["+15551230001", "+15551230002"]
+    assert (covered, waiting) == (1, 0)
 
 
 def test_aclose_closes_the_gateway() -> None:
