@@ -11,8 +11,9 @@ batch, raise :class:`RetryableError` (optionally with ``retry_after`` seconds) f
 :class:`PermanentError` for what never will. Any other exception is retried, as exporterhelper does.
 
 - **Bounded.** ``queue_size`` batches at most, counted over all consumers. ``offer`` refuses a group of batches
-  that does not fit (all or nothing) and :meth:`SendingQueue.busy` tells the pipeline beforehand, so the
-  receiver answers 503 with ``Retry-After`` and senders keep the data instead of losing it here.
+  that does not fit (all or nothing). :meth:`SendingQueue.reserve` holds room for one offer before the data is
+  accepted upstream, so a request that got its reservation is never refused here and one that did not is
+  answered 503 with ``Retry-After``: senders keep the data instead of it being lost here.
 - **Ordered where it matters.** A batch with a ``partition`` goes to that consumer, which sends its batches one
   at a time in the order offered (remote write shards by series: Prometheus refuses out-of-order samples). A
   batch without one goes to the least loaded consumer.
@@ -414,6 +415,7 @@ class SendingQueue:
         self._backlog: deque[_Entry] = deque()  # restored from disk: sent first, one at a time, in order
         self._backlog_busy = False
         self._size = 0
+        self._reserved = 0  # batches held by reserve() for offers to come
         self._points = 0
         self._next_seq = 1
         self._threads: list[threading.Thread] = []
@@ -517,13 +519,40 @@ class SendingQueue:
     def busy(self) -> bool:
         """True when the next offer might not fit: the pipeline then refuses data upstream (503) instead."""
         with self._lock:
-            return self._queued and (self._closing or self._size + self._headroom > self._capacity)
+            return self._queued and (self._closing or self._size + self._reserved + self._headroom > self._capacity)
 
-    def offer(self, batches: Sequence[Batch]) -> bool:
+    def reserve(self) -> bool:
+        """Hold room for one offer (``batches_per_offer`` batches); False when there is none (or it is shut down).
+
+        The room is the caller's until it offers with ``reserved=True`` or calls :meth:`release`: checking
+        :meth:`busy` and offering later is a race that concurrent requests lose together. Without a queue there
+        is nothing to hold: True unless shut down.
+        """
+        with self._lock:
+            if self._closing:
+                return False
+            if not self._queued:
+                return True
+            if self._size + self._reserved + self._headroom > self._capacity:
+                return False
+            self._reserved += self._headroom
+            return True
+
+    def release(self) -> None:
+        """Give back the room :meth:`reserve` held, unused."""
+        with self._lock:
+            if self._queued:
+                self._reserved = max(0, self._reserved - self._headroom)
+
+    def offer(self, batches: Sequence[Batch], *, reserved: bool = False) -> bool:
         """Queue ``batches`` (all or none); with storage they are on disk when this returns True.
 
-        False when they do not fit, the queue is shut down, or the storage cannot write; the points are counted in
-        ``dropped``. Without a queue (``enabled: false``) the batches are sent now and False means one failed."""
+        ``reserved``: the caller holds a :meth:`reserve` for this offer, which the offer takes over (or gives back,
+        for an empty one); at most ``batches_per_offer`` batches then, and the room is there. False when they do
+        not fit, the queue is shut down, or the storage cannot write; the points are counted in ``dropped``.
+        Without a queue (``enabled: false``) the batches are sent now and False means one failed."""
+        if reserved and (not batches or not self._queued):
+            self.release()
         if not batches:
             return True
         if not self._queued:
@@ -535,7 +564,9 @@ class SendingQueue:
         points = sum(batch.points for batch in batches)
         with self._offer_lock:
             with self._lock:
-                refused = self._closing or self._size + len(batches) > self._capacity
+                if reserved:  # the batches take the room over in the same step: nobody else can take it between
+                    self._reserved = max(0, self._reserved - self._headroom)
+                refused = self._closing or self._size + self._reserved + len(batches) > self._capacity
                 if not refused:
                     first = self._next_seq
                     self._next_seq += len(batches)
@@ -553,11 +584,14 @@ class SendingQueue:
                     self._refuse(points, log=False)
                     return False
             with self._lock:
-                if self._closing:  # shut down while writing: the files stay for the next start
-                    self._counts["kept_batches"] += len(entries) if self._storage is not None else 0
+                if self._closing:
                     if self._storage is None:
                         self._counts["dropped"] += points
-                    return False
+                        return False
+                    # Shut down while writing: the files are on disk and the next start sends them, so the data
+                    # is taken. False would make the sender retry, and the restart would then send it twice.
+                    self._counts["kept_batches"] += len(entries)
+                    return True
                 for entry in entries:
                     self._partitions[self._partition_for(entry.batch)].append(entry)
                 self._size += len(entries)
@@ -621,7 +655,15 @@ class SendingQueue:
         if self._storage is not None and outcome != _ABORTED:
             self._storage.remove(entry.seq)
         with self._lock:
-            if self._closed:  # shutdown already accounted for it
+            if self._closed:
+                # Shutdown counted it as kept (storage) or dropped while it was in flight; it ended after all,
+                # sent or given up (its file removed above), so it moves to that count. Aborted: shutdown's stands.
+                if outcome != _ABORTED:
+                    if self._storage is not None:
+                        self._counts["kept_batches"] -= 1
+                    else:
+                        self._counts["dropped"] -= entry.batch.points
+                    self._counts[outcome] += entry.batch.points
                 return
             if queue and queue[0] is entry:
                 queue.popleft()
@@ -678,6 +720,8 @@ class SendingQueue:
             if now + delay > deadline or self._abort.is_set():
                 # Shutdown's time is up: every consumer stops now rather than trying one more batch each.
                 self._abort.set()
+                if not self._queued:  # sent in the caller's thread: no queue keeps or counts it but this
+                    self._count("failed", batch.points)
                 return _ABORTED
             self._count("retries", 1)
             self._sleep(delay)

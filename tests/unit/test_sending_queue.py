@@ -121,6 +121,31 @@ def test_busy_keeps_room_for_one_whole_offer() -> None:
     assert seen == [False, False, False, True]  # 3 queued + 2 that the next offer may bring would not fit in 4
 
 
+def test_a_reservation_holds_room_so_that_only_the_reserved_offer_gets_it() -> None:
+    queue = make_queue(Backend(), FakeTime(), queue_size=2, num_consumers=1)
+
+    reservations = [queue.reserve() for _ in range(3)]
+    unreserved = queue.offer([Batch(b"late", 4)])  # the room is held for others
+    taken = [queue.offer([Batch(b"a", 1)], reserved=True), queue.offer([Batch(b"b", 2)], reserved=True)]
+
+    assert reservations == [True, True, False]
+    assert (unreserved, taken) == (False, [True, True])
+    assert (queue.stats().queued_batches, queue.stats().dropped) == (2, 4)
+    assert queue.busy() and not queue.reserve()
+
+
+def test_a_released_or_empty_reserved_offer_gives_the_room_back() -> None:
+    queue = make_queue(Backend(), FakeTime(), queue_size=1, num_consumers=1)
+
+    assert queue.reserve() and queue.busy()
+    queue.release()
+    assert queue.reserve()
+    assert queue.offer([], reserved=True)  # nothing to send (a processor dropped it all)
+
+    assert not queue.busy()
+    assert queue.offer([Batch(b"a", 1)])
+
+
 def test_nothing_is_sent_before_start_and_everything_after() -> None:
     backend = Backend()
     queue = make_queue(backend, FakeTime(), num_consumers=3)
@@ -249,6 +274,102 @@ def test_shutdown_without_storage_drops_what_it_could_not_send() -> None:
     stats = queue.stats()
     assert (stats.sent, stats.failed, stats.dropped, stats.queued) == (0, 10, 20, 0)
     assert not queue.offer([Batch(b"late", 1)])
+
+
+class GatedBackend(Backend):
+    """Holds every call until ``gate`` is set, then accepts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, batch: Batch) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        super().__call__(batch)
+
+
+def _join_senders(queue: SendingQueue) -> None:
+    for thread in threading.enumerate():
+        if thread.name.startswith(f"{queue.name}-sender-"):
+            thread.join(10)
+
+
+@pytest.mark.parametrize("with_storage", [False, True])
+def test_a_request_in_flight_at_shutdown_that_succeeds_late_counts_as_sent(tmp_path: Path, with_storage: bool) -> None:
+    storage = opened(tmp_path) if with_storage else None
+    files = storage.queue_files("otlp") if storage is not None else None
+    backend = GatedBackend()
+    queue = make_queue(backend, FakeTime(), files, num_consumers=1)
+    queue.start()
+    assert queue.offer([Batch(b"slow", 10)])
+    assert backend.entered.wait(10)
+
+    queue.shutdown(timeout=0)  # the request is still in flight: counted as kept or dropped for now
+    backend.gate.set()
+    _join_senders(queue)
+
+    stats = queue.stats()
+    assert backend.bodies() == [b"slow"]
+    assert (stats.sent, stats.dropped, stats.kept_batches, stats.failed) == (10, 0, 0, 0)
+    if storage is not None:
+        assert list(storage.queue_files("otlp").path.glob("*.batch")) == []  # not sent again at the next start
+        storage.close()
+
+
+class ShutdownWhileWriting:
+    """Queue files whose write lets the sidecar shut the queue down while the files are being written."""
+
+    def __init__(self, files: Any) -> None:
+        self.files = files
+        self.queue: SendingQueue | None = None
+        self.path = files.path
+
+    def write(self, items: Any) -> None:
+        self.files.write(items)
+        assert self.queue is not None
+        self.queue.shutdown(timeout=0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.files, name)
+
+
+def test_an_offer_kept_on_disk_by_a_shutdown_during_its_write_is_accepted(tmp_path: Path) -> None:
+    storage = opened(tmp_path)
+    files = ShutdownWhileWriting(storage.queue_files("otlp"))
+    queue = make_queue(Backend(), FakeTime(), files, num_consumers=1)
+    files.queue = queue
+
+    accepted = queue.offer([Batch(b"kept", 3)])
+
+    assert accepted  # False would make the sender retry, and the next start would send it a second time
+    assert queue.stats().kept_batches == 1
+    assert [batch.body for _, batch in storage.queue_files("otlp").load()] == [b"kept"]
+    storage.close()
+
+
+class ShutdownOnSleep(FakeTime):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: SendingQueue | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        assert self.queue is not None
+        self.queue.shutdown(timeout=0)
+
+
+def test_without_a_queue_a_send_cut_short_by_shutdown_counts_as_failed() -> None:
+    fake = ShutdownOnSleep()
+    retry = {"initial_interval": "1s", "max_interval": "1s", "max_elapsed_time": "0"}
+    queue = make_queue(Backend([RetryableError("down")] * 100), fake, retry=retry, enabled=False)
+    fake.queue = queue
+
+    assert not queue.offer([Batch(b"cut short", 7)])
+
+    stats = queue.stats()
+    assert (stats.failed, stats.sent, stats.dropped) == (7, 0, 0)
 
 
 # --- file storage -----------------------------------------------------------------------------------------------
