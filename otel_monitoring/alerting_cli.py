@@ -173,7 +173,7 @@ def _alert_relay(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from otel_monitoring.alert_relay import create_alert_relay_app
+    from otel_monitoring.alert_relay import create_alert_relay_app, exposure_warning
 
     settings = _settings(args)
     listen = args.listen or settings.alerting.relay_listen_address
@@ -182,6 +182,10 @@ def _alert_relay(args: argparse.Namespace) -> int:
         return _usage_error(f"--listen: must be host:port (got {listen!r})")
     # A program, not a library in a host: it owns its log output, as the collector sidecar does.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = settings.alerting.relay_token
+    warning = exposure_warning(host, int(port), None if token is None else token.get_secret_value())
+    if warning is not None:
+        logging.getLogger("otel_monitoring.alert_relay").warning("%s", warning)
     app = create_alert_relay_app(settings)
     uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="warning", server_header=False)
     return 0

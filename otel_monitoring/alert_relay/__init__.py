@@ -6,7 +6,13 @@ Alertmanager has no SMS receiver and keeps no history; the relay does both (docs
 >>> app = create_alert_relay_app(Settings(alerting={"history_database_url": "sqlite://"}))
 """
 
-from otel_monitoring.alert_relay.app import RelayStats, create_alert_relay_app, make_alert_relay_app
+from otel_monitoring.alert_relay.app import (
+    MAX_BODY_BYTES,
+    RelayStats,
+    create_alert_relay_app,
+    exposure_warning,
+    make_alert_relay_app,
+)
 from otel_monitoring.alert_relay.history import AlertHistory, HistoryEntry
 from otel_monitoring.alert_relay.sms import (
     SMSDeliveryError,
@@ -20,6 +26,7 @@ from otel_monitoring.alert_relay.sms import (
 from otel_monitoring.alert_relay.webhook import PayloadError, WebhookAlert, WebhookNotification, parse_notification
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "AlertHistory",
     "HistoryEntry",
     "PayloadError",
@@ -33,6 +40,7 @@ __all__ = [
     "WebhookAlert",
     "WebhookNotification",
     "create_alert_relay_app",
+    "exposure_warning",
     "format_sms",
     "make_alert_relay_app",
     "parse_notification",

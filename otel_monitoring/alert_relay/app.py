@@ -7,8 +7,9 @@
 =====================  ==================================================================================
 
 Answers: ``200`` with what was done; ``400`` naming the bad field; ``401`` without the bearer token when one is
-configured; ``500`` when the archive cannot be written and ``502`` when the SMS gateway fails, so that
-Alertmanager retries (de-duplication keeps a retry from texting twice what was already sent).
+configured; ``413`` for a body over :data:`MAX_BODY_BYTES`; ``500`` when the archive cannot be written and
+``502`` when the SMS gateway fails, so that Alertmanager retries (the archive and the SMS de-duplication keep a
+retry from writing or texting twice what was already done).
 
 >>> from otel_monitoring.alert_relay.history import AlertHistory
 >>> app = make_alert_relay_app(AlertHistory("sqlite://"))  # serve with uvicorn
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -36,9 +38,54 @@ from otel_monitoring.alert_relay.sms import SMSDeliveryError, SMSNotifier, Twili
 from otel_monitoring.alert_relay.webhook import PayloadError, parse_notification
 from otel_monitoring.settings import Settings
 
-__all__ = ["RelayStats", "create_alert_relay_app", "make_alert_relay_app"]
+__all__ = ["MAX_BODY_BYTES", "RelayStats", "create_alert_relay_app", "exposure_warning", "make_alert_relay_app"]
 
 _logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest webhook body accepted (1 MiB). Alertmanager's notifications are a few KiB per alert; the cap keeps a
+client from making the relay buffer whatever it sends."""
+
+
+def exposure_warning(host: str, port: int, token: str | None) -> str | None:
+    """The warning to log when the relay listens beyond this machine without a bearer token, else ``None``.
+
+    >>> exposure_warning("127.0.0.1", 9095, None) is None, exposure_warning("0.0.0.0", 9095, "s3cret") is None
+    (True, True)
+    """
+    if token is not None or _is_loopback(host):
+        return None
+    return (
+        f"alert relay: listening on {host}:{port} without alerting.relay_token "
+        "(OTEL_MONITORING_ALERT_RELAY_TOKEN): anyone who can reach it can write the alert history and send SMS"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes: on the declared length first, then while streaming (chunked)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _BodyTooLarge
+    return bytes(body)
 
 
 @dataclass(slots=True)
@@ -75,6 +122,7 @@ def make_alert_relay_app(
     retention_interval_seconds: float = 3600.0,
     flush_interval_seconds: float = 5.0,
     close_on_shutdown: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Starlette:
     """The relay app around an archive and an optional SMS notifier (``None``: ``/webhook/sms`` only archives,
     with an error logged, since SMS was asked for but is not configured).
@@ -94,7 +142,11 @@ def make_alert_relay_app(
                 stats.rejected += 1
                 return JSONResponse({"error": "authorization: a valid bearer token is required"}, status_code=401)
         try:
-            notification = parse_notification(await request.body())
+            notification = parse_notification(await _read_body(request, max_body_bytes))
+        except _BodyTooLarge:
+            stats.rejected += 1
+            _logger.warning("alert relay: rejected a webhook body over %d bytes", max_body_bytes)
+            return JSONResponse({"error": f"body: larger than the limit of {max_body_bytes} bytes"}, status_code=413)
         except PayloadError as error:
             stats.rejected += 1
             _logger.warning("alert relay: rejected a webhook: %s", error)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import doctest
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,14 @@ import pytest
 from starlette.applications import Starlette
 
 from otel_monitoring import alert_relay
-from otel_monitoring.alert_relay import AlertHistory, SMSDeliveryError, SMSNotifier, make_alert_relay_app
+from otel_monitoring.alert_relay import (
+    MAX_BODY_BYTES,
+    AlertHistory,
+    SMSDeliveryError,
+    SMSNotifier,
+    exposure_warning,
+    make_alert_relay_app,
+)
 from otel_monitoring.alert_relay import history as history_module
 from otel_monitoring.alert_relay import sms as sms_module
 from otel_monitoring.alert_relay import webhook as webhook_module
@@ -198,6 +205,48 @@ def test_archive_keeps_each_status_episode_and_receiver_apart(history: AlertHist
 
     assert written == [1, 0, 1, 1, 1]
     assert len(history.query(since=datetime(2026, 11, 25, tzinfo=UTC))) == 4
+
+
+def test_a_body_over_the_limit_is_refused_with_413_naming_it(client: RelayClient, history: AlertHistory) -> None:
+    body = json.dumps(notification(webhook_alert("A"))).encode()
+    padded = body + b" " * (MAX_BODY_BYTES - len(body))  # JSON allows trailing blanks: exactly at the limit
+
+    async def chunked(data: bytes) -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for start in range(0, len(data), 65536):
+            yield data[start : start + 65536]
+
+    at_limit = client.post("/webhook", content=padded)
+    declared = client.post("/webhook", content=padded + b" ")
+    streamed = client.post("/webhook/sms", content=chunked(padded + b" "))
+
+    assert at_limit.status_code == 200
+    assert declared.status_code == 413 and streamed.status_code == 413
+    assert str(MAX_BODY_BYTES) in declared.json()["error"] and str(MAX_BODY_BYTES) in streamed.json()["error"]
+    assert len(history.query(since=datetime(2026, 11, 25, tzinfo=UTC))) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "warns"),
+    [
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("alert-relay.internal", None, True),
+        ("192.0.2.10", None, True),
+        ("0.0.0.0", "s3cret", False),
+        ("127.0.0.1", None, False),
+        ("127.0.0.53", None, False),
+        ("[::1]", None, False),
+        ("localhost", None, False),
+    ],
+)
+def test_exposure_warning_only_for_a_reachable_address_without_a_token(
+    host: str, token: str | None, warns: bool
+) -> None:
+    warning = exposure_warning(host, 9095, token)
+
+    assert (warning is not None) is warns
+    if warning is not None:
+        assert f"{host}:9095" in warning and "relay_token" in warning
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from otel_monitoring.alerting_cli import add_commands
-from tests.support import free_port
+from tests.support import ROOT, free_port, stop_process_group, wait_until_ready
 
 PASSWORD = "hunter2-alerting-secret"
 
@@ -108,3 +112,46 @@ def test_a_bad_history_database_url_is_a_usage_error_in_one_line(
     assert status == 2
     assert error.count("\n") == 1 and "alerting.history_database_url" in error and problem in error
     assert PASSWORD not in error
+
+
+def _serve_relay(tmp_path: Path, listen: str, health: str, **environ: str) -> str:
+    """Start ``otel-monitoring alert-relay``, wait until it answers, stop it; return what it wrote on stderr."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OTEL_MONITORING_ALERT_HISTORY_DATABASE_URL": f"sqlite:///{tmp_path / 'history.sqlite3'}",
+        **environ,
+    }
+    argv = [sys.executable, "-m", "otel_monitoring", "alert-relay", "--listen", listen]
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_until_ready(health, process)
+    finally:
+        stop_process_group(process)
+    assert process.stderr is not None
+    with process.stderr:
+        return process.stderr.read().decode()
+
+
+def test_relay_on_every_interface_without_a_token_warns_once_at_start(tmp_path: Path) -> None:
+    port = free_port()
+
+    printed = _serve_relay(tmp_path, f"0.0.0.0:{port}", f"http://127.0.0.1:{port}/healthz")
+
+    warnings = [line for line in printed.splitlines() if "WARNING" in line and "relay_token" in line]
+    assert len(warnings) == 1 and f"0.0.0.0:{port}" in warnings[0]
+
+
+def test_relay_with_a_token_does_not_warn(tmp_path: Path) -> None:
+    port = free_port()
+
+    printed = _serve_relay(
+        tmp_path,
+        f"0.0.0.0:{port}",
+        f"http://127.0.0.1:{port}/healthz",
+        OTEL_MONITORING_ALERT_RELAY_TOKEN="relay-token-for-tests",
+    )
+
+    assert "relay_token" not in printed
