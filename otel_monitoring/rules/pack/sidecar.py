@@ -39,14 +39,27 @@ def group(ctx: PackContext) -> RuleGroup:
             ),
             ctx.alert(
                 "SidecarQueueFilling",
-                "min_over_time(otelcol_exporter_queue_size[15m]) > 0",
+                # Capacity 0 means no queue: left out rather than divided by.
+                "otelcol_exporter_queue_size / (otelcol_exporter_queue_capacity > 0) > 0.8",
                 "warning",
-                for_="15m",  # a queue that only just appeared has no 15 minutes of history yet
-                summary="{{ $labels.job }}: sidecar exporter {{ $labels.exporter }} queue is not draining",
+                for_="5m",
+                summary="{{ $labels.job }}: sidecar exporter {{ $labels.exporter }} queue is filling up",
                 description=(
-                    "The queue of exporter {{ $labels.exporter }} on {{ $labels.instance }} has not been empty once in "
-                    "15 minutes ({{ $value | humanize }} requests at least): the backend is slower than the input or "
-                    "unreachable, and once the queue is full new data is refused."
+                    "The sending queue of exporter {{ $labels.exporter }} on {{ $labels.instance }} is "
+                    "{{ $value | humanizePercentage }} full: the backend is slower than the input or unreachable, "
+                    "and once the queue is full new data is dropped (SidecarDroppingData)."
+                ),
+                dashboard="app-overview",
+                variables=("job", "instance"),
+            ),
+            ctx.alert(
+                "SidecarDroppingData",
+                "sum by (job, instance, exporter) (rate(otelcol_exporter_enqueue_failed_metric_points_total[5m])) > 0",
+                "critical",  # no retry follows: these points are gone
+                summary="{{ $labels.job }}: sidecar exporter {{ $labels.exporter }} is dropping data",
+                description=(
+                    "The full sending queue of exporter {{ $labels.exporter }} on {{ $labels.instance }} refused "
+                    "{{ $value | humanize }} points/s over the last 5 minutes: those points are lost."
                 ),
                 dashboard="app-overview",
                 variables=("job", "instance"),
