@@ -28,6 +28,7 @@ import importlib
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import TypeVar
 
 import yaml
@@ -51,6 +52,7 @@ __all__ = [
     "registered",
     "render_rule_file",
     "resolve_app",
+    "resolve_apps",
     "rule_groups",
 ]
 
@@ -163,29 +165,53 @@ def resolve_app(spec: str, *, search_path: str | None = None) -> list[RuleGroup]
     >>> [g.name for g in resolve_app("otel_monitoring.rules.pack:builtin_groups")][:2]
     ['otel-monitoring-http', 'otel-monitoring-targets']
     """
+    return resolve_apps([spec], search_path=search_path)
+
+
+def resolve_apps(specs: Iterable[str], *, search_path: str | None = None) -> list[RuleGroup]:
+    """The rules of several ``--app`` specs, as :func:`resolve_app` reads each one.
+
+    Every plain ``module`` spec reads the same process-wide registry, so all the modules are imported first and
+    the registry is read once, its groups placed where the first plain module stands: ``--app svc.a --app
+    svc.b`` gives one ``application`` group holding what both registered.
+
+    >>> resolve_apps([])
+    []
+    """
+    groups: list[RuleGroup] = []
+    registry_at: int | None = None
+    for spec in specs:
+        module, attr = _import_app(spec, search_path)
+        if not attr:
+            registry_at = len(groups) if registry_at is None else registry_at
+            continue
+        value: object = module
+        for part in attr.split("."):
+            if not hasattr(value, part):
+                raise AppRulesError(f"--app {spec}: module {module.__name__!r} has no attribute {attr!r}")
+            value = getattr(value, part)
+        if callable(value) and not isinstance(value, AlertRegistry | type):
+            value = _call(value, spec)
+        groups.extend(_as_groups(value, spec))
+    if registry_at is not None:
+        groups[registry_at:registry_at] = _DEFAULT.rule_groups()
+    return groups
+
+
+def _import_app(spec: str, search_path: str | None) -> tuple[ModuleType, str]:
     module_name, _, attr = spec.partition(":")
     if not module_name or (":" in spec and not attr):
         raise AppRulesError(f"--app {spec}: must be module:attr or module, such as myservice.alerting:registry")
     if search_path is not None and search_path not in sys.path:
         sys.path.insert(0, search_path)
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name), attr
     except ModuleNotFoundError as error:
         if error.name is not None and module_name.startswith(error.name):
             raise AppRulesError(
                 f"--app {spec}: no module named {module_name!r} (is its directory on the path?)"
             ) from None
         raise
-    if not attr:
-        return _DEFAULT.rule_groups()
-    value: object = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            raise AppRulesError(f"--app {spec}: module {module_name!r} has no attribute {attr!r}")
-        value = getattr(value, part)
-    if callable(value) and not isinstance(value, AlertRegistry | type):
-        value = _call(value, spec)
-    return _as_groups(value, spec)
 
 
 def _call(function: Callable[[], object], spec: str) -> object:

@@ -118,19 +118,19 @@ def collect_groups(
     >>> groups[0].name
     'otel-monitoring-http'
     """
-    from otel_monitoring.alerts import AppRulesError, resolve_app
+    from otel_monitoring.alerts import AppRulesError, resolve_apps
     from otel_monitoring.rules.loading import RuleFileError, load_rule_file
     from otel_monitoring.rules.pack import builtin_groups
 
     groups = list(builtin_groups(settings)) if builtin else []
     apps_setting = _from_settings(settings, "alerting.app") if apps is None else None
-    for spec in settings.alerting.app if apps is None else apps:
-        try:
-            groups.extend(resolve_app(spec, search_path=search_path))
-        except AppRulesError as error:
-            if apps_setting is None:
-                raise
-            raise AppRulesError(f"{apps_setting}: {str(error).removeprefix('--app ')}") from None
+    try:
+        # All at once: plain modules share the process-wide registry, which must be read only once.
+        groups.extend(resolve_apps(settings.alerting.app if apps is None else apps, search_path=search_path))
+    except AppRulesError as error:
+        if apps_setting is None:
+            raise
+        raise AppRulesError(f"{apps_setting}: {str(error).removeprefix('--app ')}") from None
     files_setting = _from_settings(settings, "alerting.rule_files") if rule_files is None else None
     for path in settings.alerting.rule_files if rule_files is None else rule_files:
         try:

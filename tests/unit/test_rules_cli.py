@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from otel_monitoring import rules_cli
+from otel_monitoring import alerts, rules_cli
 from otel_monitoring.settings import load_settings
 
 MODULE = "rules_cli_app_under_test"
@@ -138,3 +138,37 @@ def test_collect_groups_reads_settings_only_when_no_list_is_given(app_dir: Path)
 
     assert [group.name for group in from_settings] == ["seed"]
     assert none_given == []
+
+
+REGISTERING_APP = """
+from otel_monitoring import alerts
+
+alerts.register(alerts.Alert(name="{name}", query="up == 0", severity="warning"))
+"""
+
+
+@pytest.fixture
+def two_registering_modules(app_dir: Path) -> Iterator[list[str]]:
+    """Two plain modules that register an alert each in the process-wide registry when imported."""
+    modules = ["rules_cli_registers_a", "rules_cli_registers_b"]
+    for module, name in zip(modules, ("RegisteredByA", "RegisteredByB"), strict=True):
+        (app_dir / f"{module}.py").write_text(REGISTERING_APP.format(name=name))
+    registered_before = dict(alerts._DEFAULT._alerts)  # importing registers: undo it afterwards
+    yield modules
+    alerts._DEFAULT._alerts.clear()
+    alerts._DEFAULT._alerts.update(registered_before)
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+def test_two_plain_modules_give_one_application_group_with_both_alerts(
+    app_dir: Path, two_registering_modules: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = two_registering_modules
+    out = app_dir / "out"
+
+    status = run_cli(["rules", "render", "--out", str(out), "--no-builtin", "--app", first, "--app", second], {})
+
+    assert status == 0, capsys.readouterr().err
+    assert [path.name for path in out.glob("*.rules.yml")] == ["application.rules.yml"]
+    assert {"RegisteredByA", "RegisteredByB"} <= alert_names(out)
