@@ -24,16 +24,14 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.error import HTTPError, URLError
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from prometheus_client.exposition import basic_auth_handler, default_handler, push_to_gateway
+from prometheus_client.exposition import push_to_gateway
 from prometheus_client.registry import Collector
 
+from otel_monitoring._pushgateway_http import Gateway, describe_error, wait_on_event
 from otel_monitoring.config import SettingsListener, add_settings_listener, get_settings
-from otel_monitoring.settings import MASK, PushgatewayConfig, Settings
+from otel_monitoring.settings import PushgatewayConfig, Settings
 
 if TYPE_CHECKING:
     from otel_monitoring.telemetry import Telemetry
@@ -59,61 +57,6 @@ class PushFunction(Protocol):
 
 Wait = Callable[[float, threading.Event], object]
 """``wait(seconds, wake)``: block up to ``seconds``, returning early once ``wake`` is set."""
-
-
-def _wait_on_event(seconds: float, wake: threading.Event) -> bool:
-    return wake.wait(seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class _Gateway:
-    """A configured gateway URL split into what is sent, what is logged and what must never be logged."""
-
-    url: str
-    """The URL without user info: urllib cannot send ``user:password@`` itself, so credentials go in a header."""
-    shown: str
-    """Scheme, host, port and path only: what log lines name."""
-    handler: Callable[..., Any]
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> _Gateway:
-        parts = urlsplit(url)
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        bare = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
-        # The query and fragment could carry a token too, and a gateway URL has no use for either in a log line.
-        shown = urlunsplit((parts.scheme, hostport, parts.path, "", ""))
-        if not userinfo:
-            return cls(bare, shown, default_handler, None)
-        username, _, password = userinfo.partition(":")
-        user, secret = unquote(username), unquote(password)
-
-        def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes) -> Any:
-            return basic_auth_handler(url, method, timeout, headers, data, user, secret)
-
-        return cls(bare, shown, handler, secret or None)
-
-    def scrub(self, text: str) -> str:
-        # An error message could echo the password (a proxy's error page, a custom push function). Very short
-        # passwords are left alone: masking every "a" would garble the message and protect nothing.
-        if self.password and len(self.password) >= 4:
-            return text.replace(self.password, MASK)
-        return text
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, HTTPError):
-        # The Pushgateway says why it refused a push in the body ("pushed metrics are invalid or inconsistent
-        # with existing metrics: ..."): the one line an operator needs.
-        try:
-            body = error.read(500).decode("utf-8", "replace").strip()
-        except Exception:
-            body = ""
-        first_line = body.splitlines()[0] if body else ""
-        return f"HTTP {error.code} {error.reason}" + (f": {first_line}" if first_line else "")
-    if isinstance(error, URLError):
-        return str(error.reason)
-    return str(error) or type(error).__name__
 
 
 def _grouping_key(telemetry: Telemetry) -> dict[str, str]:
@@ -150,7 +93,7 @@ class PushgatewayPusher:
         config: PushgatewayConfig,
         *,
         push_function: PushFunction = push_to_gateway,
-        wait: Wait = _wait_on_event,
+        wait: Wait = wait_on_event,
         subscribe: Callable[[SettingsListener], Callable[[], None]] = add_settings_listener,
     ) -> None:
         self._telemetry = telemetry
@@ -158,7 +101,7 @@ class PushgatewayPusher:
         self._wait = wait
         self._subscribe = subscribe
         self._config = config
-        self._gateway = _Gateway.parse(config.url) if config.url else None
+        self._gateway = Gateway.parse(config.url) if config.url else None
         self._lock = threading.Lock()  # guards the fields below and the thread's lifecycle
         self._push_lock = threading.Lock()  # one push at a time: the periodic thread and exporter.push() race
         self._wake = threading.Event()  # set by stop() and by config changes to cut a wait short
@@ -214,7 +157,7 @@ class PushgatewayPusher:
             if config == self._config:
                 return
             self._config = config
-            self._gateway = _Gateway.parse(config.url) if config.url else None
+            self._gateway = Gateway.parse(config.url) if config.url else None
             self._wake.set()
             self._start_thread_if_needed()
 
@@ -265,7 +208,7 @@ class PushgatewayPusher:
             self._report_success(gateway)
             return True
 
-    def _push_within_timeout(self, config: PushgatewayConfig, gateway: _Gateway) -> None:
+    def _push_within_timeout(self, config: PushgatewayConfig, gateway: Gateway) -> None:
         # urllib's timeout bounds each socket operation but not name resolution, which can hang for tens of
         # seconds on a broken resolver: the push runs on a worker thread and this one waits at most the timeout,
         # so neither exporter.push() nor the exit of a batch job can hang.
@@ -303,8 +246,8 @@ class PushgatewayPusher:
         if outcome[0] is not None:
             raise outcome[0]
 
-    def _report_failure(self, config: PushgatewayConfig, gateway: _Gateway, error: Exception) -> None:
-        reason = gateway.scrub(_describe(error))
+    def _report_failure(self, config: PushgatewayConfig, gateway: Gateway, error: Exception) -> None:
+        reason = gateway.scrub(describe_error(error))
         with self._lock:
             new_streak, self._failing_at = self._failing_at != gateway.shown, gateway.shown
         if new_streak:
@@ -318,7 +261,7 @@ class PushgatewayPusher:
         else:
             _logger.debug("push to the Pushgateway at %s failed again: %s", gateway.shown, reason)
 
-    def _report_success(self, gateway: _Gateway) -> None:
+    def _report_success(self, gateway: Gateway) -> None:
         with self._lock:
             recovered, self._failing_at = self._failing_at is not None, None
         if recovered:

@@ -27,10 +27,8 @@ import gzip
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -41,19 +39,20 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from otel_monitoring.sidecar._points import count_points
 from otel_monitoring.sidecar.config import OTLPHTTPExporterConfig
 from otel_monitoring.sidecar.sending_queue import (
     Batch,
     PermanentError,
+    QueuedExporter,
     QueueFiles,
     RetryableError,
-    SendingQueue,
     make_http_client,
     retry_after_seconds,
     user_agent,
 )
 
-__all__ = ["OTLPHTTPExporter", "OTLPHTTPStats", "encode_request"]
+__all__ = ["OTLPHTTPExporter", "encode_request"]
 
 _logger = logging.getLogger(__name__)
 
@@ -63,29 +62,6 @@ _CONTENT_TYPES: Final = {"proto": "application/x-protobuf", "json": "application
 _MAX_LOGGED_BODY: Final = 512
 # Level 6, zlib's default: most of level 9's ratio for about a third of its time on metric payloads.
 _GZIP_LEVEL: Final = 6
-
-
-@dataclass(frozen=True, slots=True)
-class OTLPHTTPStats:
-    """Counts in data points, for the sidecar's own metrics.
-
-    ``sent``: in requests the backend answered 2xx (``rejected`` of them it reported refusing in
-    ``partial_success``). ``failed``: given up (a permanent status, retries exhausted, or without storage still
-    failing when shutdown's time ran out). ``dropped``: never sent (queue full or closed; without storage, still
-    queued at shutdown). ``queued``/``queued_requests``: waiting now, of ``capacity`` requests. ``retries``:
-    attempts repeated. ``restored_requests``/``kept_requests``: found on disk at start / left there at shutdown.
-    """
-
-    sent: int = 0
-    rejected: int = 0
-    failed: int = 0
-    dropped: int = 0
-    queued: int = 0
-    queued_requests: int = 0
-    capacity: int = 0
-    retries: int = 0
-    restored_requests: int = 0
-    kept_requests: int = 0
 
 
 def encode_request(data: MetricsData, encoding: str = "proto", compression: str = "gzip") -> Batch:
@@ -105,13 +81,7 @@ def encode_request(data: MetricsData, encoding: str = "proto", compression: str 
         body = message.SerializeToString()
     if compression == "gzip":
         body = gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
-    points = sum(
-        len(metric.data.data_points)
-        for resource_metrics in data.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-    )
-    return Batch(bytes(body), points, tag=f"{encoding}+{compression}")
+    return Batch(bytes(body), count_points(data), tag=f"{encoding}+{compression}")
 
 
 def _ids_to_hex(document: Any) -> None:
@@ -130,12 +100,14 @@ def _ids_to_hex(document: Any) -> None:
             _ids_to_hex(item)
 
 
-class OTLPHTTPExporter:
+class OTLPHTTPExporter(QueuedExporter):
     """Sends metrics as OTLP/HTTP through the sending queue, without blocking the pipeline.
 
     ``storage`` keeps the queue on disk (the sidecar passes the ``file_storage`` extension named by
     ``sending_queue.storage``); ``auth_header`` returns an ``Authorization`` value (the ``bearertokenauth``
     extension) for every request; ``client``, ``clock``, ``sleep`` and ``jitter`` are injectable for tests.
+    Lifecycle, ``busy``/``reserve``/``release`` and ``stats()`` come from
+    :class:`~otel_monitoring.sidecar.sending_queue.QueuedExporter`.
     """
 
     def __init__(
@@ -150,15 +122,7 @@ class OTLPHTTPExporter:
         auth_header: Callable[[], str] | None = None,
         name: str = "otlphttp",
     ) -> None:
-        if config.sending_queue.storage is not None and storage is None:
-            raise ValueError(
-                f"exporters.{name}.sending_queue.storage: names a file_storage extension, but no storage was given "
-                "(pass storage=FileStorage(...).queue_files(name), as the sidecar does)"
-            )
-        self._config = config
-        self._name = name
-        self._url = config.resolved_metrics_endpoint()
-        self._queue = SendingQueue(
+        super().__init__(
             self._send,
             config.sending_queue,
             config.retry_on_failure,
@@ -169,67 +133,24 @@ class OTLPHTTPExporter:
             jitter=jitter,
             logger=_logger,
         )
+        self._config = config
+        self._url = config.resolved_metrics_endpoint()
         self._auth_header = auth_header
         self._own_client = client is None
         consumers = config.sending_queue.num_consumers if config.sending_queue.enabled else 1
         self._client = client if client is not None else make_http_client(config.timeout, config.tls, consumers)
         self._headers = {"User-Agent": user_agent()}
         self._headers.update({key: value.get_secret_value() for key, value in config.headers.items()})
-        self._partial_lock = threading.Lock()  # consumers answer in parallel
-        self._rejected = 0
-        self._logged_partial = False
 
-    # --- lifecycle ---
-
-    def start(self) -> None:
-        """Send what an earlier run left on disk, then start the consumers. Idempotent."""
-        self._queue.start()
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop taking data and send what is queued for up to ``timeout`` seconds; then what is left is dropped, or
-        with storage kept on disk for the next start. Idempotent."""
-        self._queue.shutdown(timeout)
+    def close(self) -> None:
         if self._own_client:
             self._client.close()
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the queue is empty; False if that took longer than ``timeout``."""
-        return self._queue.flush(timeout)
-
-    # --- the pipeline side ---
-
-    def busy(self) -> bool:
-        """True when the queue is full: the pipeline refuses upstream (503) so that senders retry."""
-        return self._queue.busy()
-
-    def export(self, data: MetricsData) -> bool:
-        """Encode ``data`` once and queue it; False when the queue refused it (or, without a queue, sending failed)."""
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
+        """Encode ``data`` once and queue it; False when the queue refused it (or, without a queue, sending failed).
+        ``reserved``: the caller holds a :meth:`reserve`, which this export uses."""
         batch = encode_request(data, self._config.encoding, self._config.compression)
-        if not batch.points:
-            return True
-        return self._queue.offer([batch])
-
-    def stats(self) -> OTLPHTTPStats:
-        """A snapshot of the counters (see :class:`OTLPHTTPStats`)."""
-        queue = self._queue.stats()
-        return OTLPHTTPStats(
-            sent=queue.sent,
-            rejected=self.rejected_points,
-            failed=queue.failed,
-            dropped=queue.dropped,
-            queued=queue.queued,
-            queued_requests=queue.queued_batches,
-            capacity=queue.capacity,
-            retries=queue.retries,
-            restored_requests=queue.restored_batches,
-            kept_requests=queue.kept_batches,
-        )
-
-    @property
-    def rejected_points(self) -> int:
-        """Points the backend reported in ``partial_success.rejected_data_points`` (counted in ``sent`` too)."""
-        with self._partial_lock:
-            return self._rejected
+        return self.queue.offer([batch] if batch.points else [], reserved=reserved)
 
     # --- the sender side ---
 
@@ -247,7 +168,7 @@ class OTLPHTTPExporter:
             raise RetryableError(f"cannot reach {self._url} ({type(error).__name__})", key="network") from None
         status = response.status_code
         if 200 <= status < 300:
-            self._partial_success(response)
+            self._partial_success(response, batch.points)
             return
         message = _status_message(response)
         if status in _RETRYABLE:
@@ -255,7 +176,7 @@ class OTLPHTTPExporter:
             raise RetryableError(f"{self._url} answered {status}: {message}", retry_after=retry_after, key="retry")
         raise PermanentError(f"{self._url} refused a request with {status}: {message}", key=f"status_{status}")
 
-    def _partial_success(self, response: httpx.Response) -> None:
+    def _partial_success(self, response: httpx.Response, points: int) -> None:
         if not response.content:
             return
         reply = metrics_service_pb2.ExportMetricsServiceResponse()
@@ -265,21 +186,10 @@ class OTLPHTTPExporter:
             else:
                 reply.ParseFromString(response.content)
         except (DecodeError, json_format.ParseError, UnicodeDecodeError):
-            _logger.debug("%s: a 2xx answer whose body is not an ExportMetricsServiceResponse", self._name)
+            _logger.debug("%s: a 2xx answer whose body is not an ExportMetricsServiceResponse", self.name)
             return
         partial = reply.partial_success
-        if not partial.rejected_data_points and not partial.error_message:
-            return
-        with self._partial_lock:
-            self._rejected += partial.rejected_data_points
-            first, self._logged_partial = not self._logged_partial, True
-        _logger.log(
-            logging.WARNING if first else logging.DEBUG,
-            "%s: the backend rejected %d data points: %s",
-            self._name,
-            partial.rejected_data_points,
-            partial.error_message or "(no message)",
-        )
+        self.count_partial_success(partial.rejected_data_points, partial.error_message, points)
 
 
 def _status_message(response: httpx.Response) -> str:

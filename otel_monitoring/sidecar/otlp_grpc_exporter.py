@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -44,16 +42,17 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from otel_monitoring.sidecar._points import count_points
 from otel_monitoring.sidecar.config import OTLPExporterConfig
 from otel_monitoring.sidecar.sending_queue import (
     Batch,
     PermanentError,
+    QueuedExporter,
     QueueFiles,
     RetryableError,
-    SendingQueue,
 )
 
-__all__ = ["OTLPGRPCExporter", "OTLPGRPCSender", "OTLPGRPCStats", "encode_metrics_request"]
+__all__ = ["OTLPGRPCExporter", "OTLPGRPCSender", "encode_metrics_request"]
 
 _logger = logging.getLogger(__name__)
 
@@ -203,39 +202,16 @@ def _retry_delay(trailers: Any) -> float | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class OTLPGRPCStats:
-    """Counts in data points, for the sidecar's own metrics; the same fields as the ``otlphttp`` exporter's.
-
-    ``sent``: in calls the server answered OK (``rejected`` of them it reported refusing in ``partial_success``).
-    ``failed``: given up (a permanent status, retries exhausted, or without storage still failing when
-    shutdown's time ran out). ``dropped``: never sent (queue full or closed; without storage, still queued at
-    shutdown). ``queued``/``queued_requests``: waiting now, of ``capacity`` requests. ``retries``: attempts
-    repeated. ``restored_requests``/``kept_requests``: found on disk at start / left there at shutdown.
-    """
-
-    sent: int = 0
-    rejected: int = 0
-    failed: int = 0
-    dropped: int = 0
-    queued: int = 0
-    queued_requests: int = 0
-    capacity: int = 0
-    retries: int = 0
-    restored_requests: int = 0
-    kept_requests: int = 0
-
-
-class OTLPGRPCExporter:
+class OTLPGRPCExporter(QueuedExporter):
     """The ``otlp`` exporter: ``export(data)`` encodes one batch and offers it to the exporter's
     :class:`~otel_monitoring.sidecar.sending_queue.SendingQueue` (``sending_queue``, ``retry_on_failure``), whose
     consumer threads make the calls; ``storage`` (the ``file_storage`` extension's files for this exporter) keeps
-    the queue on disk. ``busy()`` is the queue's, so a full queue refuses data upstream.
-
-    ``stats()`` (:class:`OTLPGRPCStats`, the fields of ``OTLPHTTPStats``) counts points; ``rejected`` are points
-    the server took but reported in ``partial_success`` (counted in ``sent`` too). ``auth_header`` returns the
-    ``authorization`` value (the runtime's ``bearertokenauth``); ``clock``, ``sleep`` and ``jitter`` go to the
-    queue, so tests need no real waiting.
+    the queue on disk. Lifecycle, ``busy``/``reserve``/``release`` and ``stats()`` (the ``otlphttp`` exporter's
+    :class:`~otel_monitoring.sidecar.sending_queue.QueuedExporterStats`) come from
+    :class:`~otel_monitoring.sidecar.sending_queue.QueuedExporter`; ``rejected`` are points the server took but
+    reported in ``partial_success`` (counted in ``sent`` too). ``auth_header`` returns the ``authorization``
+    value (the runtime's ``bearertokenauth``); ``clock``, ``sleep`` and ``jitter`` go to the queue, so tests need
+    no real waiting.
 
     >>> exporter = OTLPGRPCExporter(OTLPExporterConfig(endpoint="gateway:4317"), name="otlp/gateway")
     >>> exporter.start()
@@ -258,15 +234,7 @@ class OTLPGRPCExporter:
         sleep: Callable[[float], object] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        if config.sending_queue.storage is not None and storage is None:
-            raise ValueError(
-                f"exporters.{name}.sending_queue.storage: names a file_storage extension, but no storage was given "
-                "(pass storage=FileStorage(...).queue_files(name), as the sidecar does)"
-            )
-        self.config = config
-        self.name = name
-        self.sender = sender if sender is not None else OTLPGRPCSender(config, auth_header=auth_header, name=name)
-        self.queue = SendingQueue(
+        super().__init__(
             self._send_batch,
             config.sending_queue,
             config.retry_on_failure,
@@ -277,73 +245,22 @@ class OTLPGRPCExporter:
             jitter=jitter,
             logger=_logger,
         )
-        self._lock = threading.Lock()
-        self._rejected = 0
-        self._partial_logged = False
+        self.config = config
+        self.sender = sender if sender is not None else OTLPGRPCSender(config, auth_header=auth_header, name=name)
 
-    def start(self) -> None:
-        """Start the queue's consumers (and send what ``storage`` kept from an earlier run)."""
-        self.queue.start()
-
-    def export(self, data: MetricsData) -> bool:
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
         """Queue one batch; False when the queue refused it (full, closed; counted in ``stats().dropped``).
-        With ``sending_queue.enabled: false`` the batch is sent now and False means it failed."""
-        from otel_monitoring.sidecar.service import count_points  # the service imports this module
-
+        With ``sending_queue.enabled: false`` the batch is sent now and False means it failed. ``reserved``: the
+        caller holds a :meth:`reserve`, which this export uses."""
         points = count_points(data)
-        if not points:
-            return True
-        return self.queue.offer([Batch(encode_metrics_request(data), points, tag=_BATCH_TAG)])
+        batches = [Batch(encode_metrics_request(data), points, tag=_BATCH_TAG)] if points else []
+        return self.queue.offer(batches, reserved=reserved)
 
-    def busy(self) -> bool:
-        """True while the queue might not take the next batch: the pipeline then refuses data upstream."""
-        return self.queue.busy()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the queue is empty; False if that took longer than ``timeout``."""
-        return self.queue.flush(timeout)
-
-    def stats(self) -> OTLPGRPCStats:
-        """A snapshot of the counters (see :class:`OTLPGRPCStats`)."""
-        queue = self.queue.stats()
-        return OTLPGRPCStats(
-            sent=queue.sent,
-            rejected=self.rejected_points,
-            failed=queue.failed,
-            dropped=queue.dropped,
-            queued=queue.queued,
-            queued_requests=queue.queued_batches,
-            capacity=queue.capacity,
-            retries=queue.retries,
-            restored_requests=queue.restored_batches,
-            kept_requests=queue.kept_batches,
-        )
-
-    @property
-    def rejected_points(self) -> int:
-        """Points the server reported in ``partial_success.rejected_data_points``."""
-        with self._lock:
-            return self._rejected
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Send what is queued for up to ``timeout`` seconds, then close the channel. Idempotent."""
-        self.queue.shutdown(timeout)
+    def close(self) -> None:
         self.sender.close()
 
     def _send_batch(self, batch: Batch) -> None:
         if batch.tag not in ("", _BATCH_TAG):
             raise PermanentError(f"a queued batch has encoding {batch.tag!r}, not {_BATCH_TAG!r}", key="tag")
         partial = self.sender.send(batch.body).partial_success
-        if partial.rejected_data_points or partial.error_message:
-            with self._lock:
-                self._rejected += partial.rejected_data_points
-                first, self._partial_logged = not self._partial_logged, True
-            # One warning: a server that rejects a kind of point rejects it in every batch.
-            _logger.log(
-                logging.WARNING if first else logging.DEBUG,
-                "%s: the server rejected %d of %d data points: %s",
-                self.name,
-                partial.rejected_data_points,
-                batch.points,
-                partial.error_message or "no reason given",
-            )
+        self.count_partial_success(partial.rejected_data_points, partial.error_message, batch.points)

@@ -37,7 +37,9 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import push_to_gateway
 
-from otel_monitoring.pushgateway import PushFunction, Wait, _describe, _Gateway
+from otel_monitoring._pushgateway_http import Gateway, describe_error, wait_on_event
+from otel_monitoring.pushgateway import PushFunction, Wait
+from otel_monitoring.sidecar._points import count_points
 from otel_monitoring.sidecar.config import PushgatewayExporterConfig
 from otel_monitoring.sidecar.prometheus_exporter import PrometheusExporter
 
@@ -58,10 +60,6 @@ def rename_target_labels(exposition: bytes) -> bytes:
     b'requests_total{exported_job="shop",route="/a,job=\\\\"x"} 3.0\\n'
     """
     return _TARGET_LABEL.sub(rb'\1exported_\2="', exposition)
-
-
-def _wait_on_event(seconds: float, wake: threading.Event) -> bool:
-    return wake.wait(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +100,12 @@ class PushgatewayExporter:
         name: str = "pushgateway",
         store: PrometheusExporter | None = None,
         push_function: PushFunction = push_to_gateway,
-        wait: Wait = _wait_on_event,
+        wait: Wait = wait_on_event,
     ) -> None:
         self.config = config
         self.name = name
         self.store = store if store is not None else PrometheusExporter()
-        self._gateway = _Gateway.parse(config.url)
+        self._gateway = Gateway.parse(config.url)
         self._push_function = push_function
         self._wait = wait
         self._empty_registry = CollectorRegistry(auto_describe=False)
@@ -129,8 +127,6 @@ class PushgatewayExporter:
 
     def export(self, data: MetricsData) -> bool:
         """Add a batch to the store; the next push carries it."""
-        from otel_monitoring.sidecar.service import count_points  # the service imports this module
-
         self.store.export(data)
         points = count_points(data)
         with self._lock:
@@ -205,7 +201,7 @@ class PushgatewayExporter:
         )
 
     def _report_failure(self, error: Exception) -> None:
-        reason = self._gateway.scrub(_describe(error))
+        reason = self._gateway.scrub(describe_error(error))
         with self._lock:
             self._failed_pushes += 1
             new_streak, self._failing = not self._failing, True

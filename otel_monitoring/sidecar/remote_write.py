@@ -20,9 +20,11 @@ https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetric
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,15 +50,17 @@ from otel_monitoring.sidecar.prometheus_exporter import label_value, prometheus_
 from otel_monitoring.sidecar.sending_queue import (
     Batch,
     PermanentError,
+    QueuedExporter,
+    QueuedExporterStats,
     QueueFiles,
     RetryableError,
-    SendingQueue,
     make_http_client,
     retry_after_seconds,
     user_agent,
 )
 
 __all__ = [
+    "Conversion",
     "RemoteWriteConverter",
     "RemoteWriteExporter",
     "RemoteWriteStats",
@@ -125,7 +129,9 @@ class _Point:
 
 
 @dataclass(slots=True)
-class _Conversion:
+class Conversion:
+    """What :meth:`RemoteWriteConverter.convert` makes of a batch: its points' samples, and the points refused."""
+
     points: list[_Point] = field(default_factory=list)
     unsupported: int = 0
 
@@ -171,7 +177,7 @@ class RemoteWriteConverter:
 
     def series(self, data: MetricsData) -> list[Series]:
         """Every series in ``data``, merged by label set (one request's worth)."""
-        return merge_series(point.samples for point in self._convert(data).points)
+        return merge_series(point.samples for point in self.convert(data).points)
 
     def _metric_name(self, name: str, unit: str | None, counter: bool) -> str:
         # The scrape exporter's translation, so both paths give one name.
@@ -203,8 +209,10 @@ class RemoteWriteConverter:
         # Byte order, as the spec requires ("sorted lexicographically"); Python's str order is code-point order.
         return tuple(sorted((k, v) for k, v in labels.items() if v))
 
-    def _convert(self, data: MetricsData) -> _Conversion:
-        result = _Conversion()
+    def convert(self, data: MetricsData) -> Conversion:
+        """``data``'s samples grouped by the data point they come from, each with its shard, and how many points
+        were refused (delta, exponential): what the exporter splits into one request per shard."""
+        result = Conversion()
         shards = self._shards
         for resource_metrics in data.resource_metrics:
             resource = self._resource_labels(resource_metrics.resource)
@@ -282,30 +290,15 @@ def encode_series(series: Iterable[Series]) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteWriteStats:
-    """Counts in data points (a histogram point counts once, whatever its bucket count), for the sidecar's metrics.
+class RemoteWriteStats(QueuedExporterStats):
+    """The queued exporters' counts (:class:`~otel_monitoring.sidecar.sending_queue.QueuedExporterStats`, in data
+    points: a histogram point counts once, whatever its bucket count) and ``unsupported``: points refused by
+    conversion (delta, exponential). ``rejected`` stays 0: remote write 1.0 has no partial success."""
 
-    ``sent``: accepted by the backend (2xx). ``failed``: given up after sending (a 4xx other than 429, retries
-    exhausted, or, without storage, still failing when shutdown's time ran out). ``dropped``: never sent, because
-    the queue was full or closed, or (without storage) still queued at shutdown. ``unsupported``: refused by
-    conversion (delta, exponential). ``queued``: waiting now, in ``queued_requests`` requests, of
-    ``capacity``. ``retries``: attempts repeated after a failure. ``restored_requests``: found on disk at start;
-    ``kept_requests``: left on disk at shutdown for the next start.
-    """
-
-    sent: int = 0
-    failed: int = 0
-    dropped: int = 0
     unsupported: int = 0
-    queued: int = 0
-    queued_requests: int = 0
-    retries: int = 0
-    capacity: int = 0
-    restored_requests: int = 0
-    kept_requests: int = 0
 
 
-class RemoteWriteExporter:
+class RemoteWriteExporter(QueuedExporter):
     """Writes cumulative metrics to a Prometheus remote-write endpoint, in order per series, without blocking.
 
     Each exported batch is converted, split by series over ``num_consumers`` shards and offered to the sending
@@ -342,68 +335,45 @@ class RemoteWriteExporter:
         storage: QueueFiles | None = None,
     ) -> None:
         queue = config.remote_write_queue
-        if queue.storage is not None and storage is None:
-            # Failing fast beats silently keeping in memory what the operator asked to survive a restart.
-            raise ValueError(
-                f"exporters.{name}.remote_write_queue.storage: names a file_storage extension, but no storage was "
-                "given (pass storage=FileStorage(...).queue_files(name), as the sidecar does)"
-            )
-        self._config = config
-        self._name = name
-        self._url = str(config.endpoint)
         shards = queue.num_consumers if queue.enabled else 1
-        self._converter = RemoteWriteConverter(config, shards)
-        self._queue = SendingQueue(
+        super().__init__(
             self._send,
             queue,
             config.retry_on_failure,
             storage,
             name=name,
+            config_key="remote_write_queue",
             batches_per_offer=shards,
             clock=clock,
             sleep=sleep,
             jitter=jitter,
             logger=_logger,
         )
+        self._config = config
+        self._url = str(config.endpoint)
+        self._converter = RemoteWriteConverter(config, shards)
         self._auth_header = auth_header
         self._own_client = client is None
         self._client = client if client is not None else make_http_client(config.timeout, config.tls, shards)
         self._headers = {**_HEADERS, "User-Agent": user_agent()}
         self._headers.update({key: value.get_secret_value() for key, value in config.headers.items()})
+        self._unsupported_lock = threading.Lock()  # several pipelines export from their worker threads
         self._unsupported = 0
         self._logged_unsupported = False
 
-    # --- lifecycle ---
-
-    def start(self) -> None:
-        """Send what an earlier run left on disk, then start the consumers. Idempotent; nothing is sent before."""
-        self._queue.start()
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop taking data and send what is queued for up to ``timeout`` seconds; then what is left is dropped, or
-        with storage kept on disk for the next start. Idempotent."""
-        self._queue.shutdown(timeout)
+    def close(self) -> None:
         if self._own_client:
             self._client.close()
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued request has been sent or given up; False if that took longer than ``timeout``."""
-        return self._queue.flush(timeout)
-
-    # --- the pipeline side ---
-
-    def busy(self) -> bool:
-        """True when the queue may not take another batch: the pipeline refuses upstream (503) instead."""
-        return self._queue.busy()
-
-    def export(self, data: MetricsData) -> bool:
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
         """Queue ``data``; False when it was refused (queue full, or shut down) or sending failed.
 
-        A refused batch is counted in ``dropped`` and not retried here: the pipeline refuses upstream while
-        :meth:`busy` (the receiver answers 503) so that senders retry, which is what keeps accepted data lossless.
-        Without a queue (``remote_write_queue.enabled: false``) the write happens in the caller's thread.
+        A refused batch is counted in ``dropped`` and not retried here: the pipeline holds a :meth:`reserve`
+        (``reserved``) before it accepts data upstream, or refuses with 503 so that senders retry, which is what
+        keeps accepted data lossless. Without a queue (``remote_write_queue.enabled: false``) the write happens in
+        the caller's thread.
         """
-        conversion = self._converter._convert(data)
+        conversion = self._converter.convert(data)
         by_shard: dict[int, list[_Point]] = {}
         for point in conversion.points:
             by_shard.setdefault(point.shard_key, []).append(point)
@@ -412,32 +382,23 @@ class RemoteWriteExporter:
             for shard, points in sorted(by_shard.items())
         ]
         if conversion.unsupported:
-            self._unsupported += conversion.unsupported
+            with self._unsupported_lock:
+                self._unsupported += conversion.unsupported
+                first, self._logged_unsupported = not self._logged_unsupported, True
             _logger.log(
-                logging.DEBUG if self._logged_unsupported else logging.WARNING,
+                logging.WARNING if first else logging.DEBUG,
                 "%s: %d data points are delta, exponential histograms or summaries, which remote write does not "
                 "carry here; they are dropped (put a cumulative pipeline in front)",
-                self._name,
+                self.name,
                 conversion.unsupported,
             )
-            self._logged_unsupported = True
-        return self._queue.offer(batches)
+        return self.queue.offer(batches, reserved=reserved)
 
     def stats(self) -> RemoteWriteStats:
         """A snapshot of the counters (see :class:`RemoteWriteStats`)."""
-        queue = self._queue.stats()
-        return RemoteWriteStats(
-            sent=queue.sent,
-            failed=queue.failed,
-            dropped=queue.dropped,
-            unsupported=self._unsupported,
-            queued=queue.queued,
-            queued_requests=queue.queued_batches,
-            retries=queue.retries,
-            capacity=queue.capacity,
-            restored_requests=queue.restored_batches,
-            kept_requests=queue.kept_batches,
-        )
+        with self._unsupported_lock:
+            unsupported = self._unsupported
+        return RemoteWriteStats(**dataclasses.asdict(super().stats()), unsupported=unsupported)
 
     # --- the sender side ---
 

@@ -68,6 +68,8 @@ __all__ = [
     "PermanentError",
     "QueueFiles",
     "QueueStats",
+    "QueuedExporter",
+    "QueuedExporterStats",
     "RetryableError",
     "SendingQueue",
     "StorageError",
@@ -736,6 +738,162 @@ class SendingQueue:
             first = key not in self._logged
             self._logged.add(key)
         self._logger.log(logging.WARNING if first else logging.DEBUG, message, *args)
+
+
+# --- What every queued exporter shares ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedExporterStats:
+    """An OTLP exporter's counts (``otlphttp`` and ``otlp``), in data points, for the sidecar's own metrics.
+
+    ``sent``: in requests the backend acknowledged (``rejected`` of them it reported refusing in
+    ``partial_success``). ``failed``: given up (a permanent status, retries exhausted, or without storage still
+    failing when shutdown's time ran out). ``dropped``: never sent (queue full or closed; without storage, still
+    queued at shutdown). ``queued``/``queued_requests``: waiting now, of ``capacity`` requests. ``retries``:
+    attempts repeated. ``restored_requests``/``kept_requests``: found on disk at start / left there at shutdown.
+    """
+
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0
+    dropped: int = 0
+    queued: int = 0
+    queued_requests: int = 0
+    capacity: int = 0
+    retries: int = 0
+    restored_requests: int = 0
+    kept_requests: int = 0
+
+
+class QueuedExporter:
+    """The part of an exporter on the sending queue that does not depend on its transport: the queue itself
+    (``queue``), its lifecycle (:meth:`start`, :meth:`shutdown`, :meth:`flush`), the pipeline side (:meth:`busy`,
+    :meth:`reserve`, :meth:`release`), ``stats`` and the ``partial_success`` count. A subclass encodes in
+    ``export``, offers to ``self.queue`` and sends in ``send``; ``close`` frees its transport at shutdown.
+
+    ``config_key`` (``sending_queue``, ``remote_write_queue``) names the block whose ``storage`` needs ``storage``.
+
+    >>> sent = []
+    >>> exporter = QueuedExporter(lambda batch: sent.append(batch.points), SendingQueueConfig(), RetryConfig())
+    >>> exporter.start()
+    >>> exporter.queue.offer([Batch(b"request", points=3)]), exporter.flush(timeout=5.0)
+    (True, True)
+    >>> exporter.shutdown(timeout=1.0)
+    >>> sent, exporter.stats().sent
+    ([3], 3)
+    """
+
+    def __init__(
+        self,
+        send: Sender,
+        config: SendingQueueConfig | RemoteWriteQueueConfig,
+        retry: RetryConfig,
+        storage: QueueFiles | None = None,
+        *,
+        name: str = "exporter",
+        config_key: str = "sending_queue",
+        batches_per_offer: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        jitter: Callable[[], float] = random.random,
+        logger: logging.Logger = _logger,
+    ) -> None:
+        if config.storage is not None and storage is None:
+            # Failing fast beats silently keeping in memory what the operator asked to survive a restart.
+            raise ValueError(
+                f"exporters.{name}.{config_key}.storage: names a file_storage extension, but no storage was given "
+                "(pass storage=FileStorage(...).queue_files(name), as the sidecar does)"
+            )
+        self.name = name
+        self.queue = SendingQueue(
+            send,
+            config,
+            retry,
+            storage,
+            name=name,
+            batches_per_offer=batches_per_offer,
+            clock=clock,
+            sleep=sleep,
+            jitter=jitter,
+            logger=logger,
+        )
+        self._logger = logger
+        self._partial_lock = threading.Lock()  # consumers answer in parallel
+        self._rejected = 0
+        self._logged_partial = False
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        """Send what an earlier run left on disk, then start the consumers. Idempotent."""
+        self.queue.start()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop taking data and send what is queued for up to ``timeout`` seconds; then what is left is dropped, or
+        with storage kept on disk for the next start. Idempotent."""
+        self.queue.shutdown(timeout)
+        self.close()
+
+    def close(self) -> None:
+        """Free the transport (after the queue stopped); a subclass's hook. Idempotent."""
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the queue is empty; False if that took longer than ``timeout``."""
+        return self.queue.flush(timeout)
+
+    # --- the pipeline side ---
+
+    def busy(self) -> bool:
+        """True while the queue might not take the next export: the pipeline refuses upstream (503) instead."""
+        return self.queue.busy()
+
+    def reserve(self) -> bool:
+        """Hold room in the queue for one export with ``reserved=True`` (see :meth:`SendingQueue.reserve`)."""
+        return self.queue.reserve()
+
+    def release(self) -> None:
+        """Give back a reservation no export used."""
+        self.queue.release()
+
+    def stats(self) -> QueuedExporterStats:
+        """A snapshot of the counters (see :class:`QueuedExporterStats`)."""
+        queue = self.queue.stats()
+        return QueuedExporterStats(
+            sent=queue.sent,
+            rejected=self.rejected_points,
+            failed=queue.failed,
+            dropped=queue.dropped,
+            queued=queue.queued,
+            queued_requests=queue.queued_batches,
+            capacity=queue.capacity,
+            retries=queue.retries,
+            restored_requests=queue.restored_batches,
+            kept_requests=queue.kept_batches,
+        )
+
+    @property
+    def rejected_points(self) -> int:
+        """Points the backend reported in ``partial_success.rejected_data_points`` (counted in ``sent`` too)."""
+        with self._partial_lock:
+            return self._rejected
+
+    def count_partial_success(self, rejected: int, message: str, points: int) -> None:
+        """Count what a 2xx/OK answer's ``partial_success`` says the backend refused of a request of ``points``;
+        logged at warning level once (a backend that rejects a kind of point rejects it in every request)."""
+        if not rejected and not message:
+            return
+        with self._partial_lock:
+            self._rejected += rejected
+            first, self._logged_partial = not self._logged_partial, True
+        self._logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "%s: the backend rejected %d of %d data points: %s",
+            self.name,
+            rejected,
+            points,
+            message or "no reason given",
+        )
 
 
 # --- Helpers for HTTP senders ------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from otel_monitoring._instruments import MetricsRegistry
 from otel_monitoring.sidecar._asgi import serve_lifespan
 from otel_monitoring.sidecar._auth import load_bearer_token
+from otel_monitoring.sidecar._points import count_points
 from otel_monitoring.sidecar.config import (
     BatchConfig,
     BearerTokenAuthExtensionConfig,
@@ -81,20 +82,6 @@ STOPPING: Final = "stopping"
 STOPPED: Final = "stopped"
 
 _EXPORTER_SHUTDOWN_TIMEOUT: Final = 3.0
-
-
-def count_points(data: MetricsData) -> int:
-    """Data points in a batch (a histogram point counts once).
-
-    >>> count_points(MetricsData([]))
-    0
-    """
-    return sum(
-        len(metric.data.data_points)
-        for resource_metrics in data.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-    )
 
 
 # --- Exporters --------------------------------------------------------------------------------------------------
