@@ -233,8 +233,11 @@ def families_from_exposition(text: str) -> list[MetricFamily]:
     except (ValueError, TypeError, IndexError) as error:
         raise LintInputError(f"not a Prometheus exposition: {error}") from None
     written = {name: kind for name, kind in _TYPE_LINE.findall(text)}
+    parsed_names = {parsed_family.name for parsed_family in parsed}
     families = []
     for parsed_family in parsed:
+        if parsed_family.name.endswith("_created") and parsed_family.name[: -len("_created")] in parsed_names:
+            continue  # prometheus_client's creation timestamps, which the text parser sees as gauges of their own
         name = parsed_family.name
         kind = parsed_family.type
         if kind == "counter" and (openmetrics or f"{name}_total" in written):
