@@ -16,41 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
-from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, hide_url_password
+from otel_monitoring._cli_common import config_option, failure, load_command_settings, usage_error
+from otel_monitoring.rules.model import parse_duration
+from otel_monitoring.settings import Settings, SettingsError, hide_url_password
 
 if TYPE_CHECKING:
-    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    from otel_monitoring._cli_common import Subparsers
 
 __all__ = ["add_commands", "parse_duration", "parse_matcher"]
 
-PROG = "otel-monitoring"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MATCHER = re.compile(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
-
-
-def parse_duration(text: str) -> timedelta:
-    """A Prometheus-style duration such as ``90s``, ``2h`` or ``1h30m``.
-
-    >>> parse_duration("1h30m")
-    datetime.timedelta(seconds=5400)
-    """
-    value = text.strip()
-    if not value or _DURATION_PART.sub("", value):  # something left over is not part of a duration
-        raise ValueError(f"{text!r} is not a duration such as 30m, 2h or 7d")
-    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(value))
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return timedelta(seconds=seconds)
 
 
 def parse_matcher(text: str) -> dict[str, Any]:
@@ -68,32 +48,6 @@ def parse_matcher(text: str) -> dict[str, Any]:
     return {"name": name, "value": value, "isRegex": "~" in operator, "isEqual": not operator.startswith("!")}
 
 
-def _config_option() -> argparse.ArgumentParser:
-    # As the CLI's other commands: --config after the command, defaulting to SUPPRESS so that a value given
-    # before the command is kept.
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--config", metavar="FILE", default=argparse.SUPPRESS, help=f"YAML settings file (default: ${CONFIG_FILE_ENV})"
-    )
-    return parent
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    from otel_monitoring.cli import load_command_settings  # late: the CLI module imports this one
-
-    return load_command_settings(args)
-
-
-def _usage_error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def _failure(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_FAILURE
-
-
 def _describe(error: BaseException) -> str:
     """``Type: message`` on one line, URL passwords masked: httpx and SQLAlchemy messages quote the URL, and
     SQLAlchemy's run on over several lines."""
@@ -104,12 +58,12 @@ def _describe(error: BaseException) -> str:
 # --- alertmanager render --------------------------------------------------------------------------------------
 
 
-def _add_alertmanager_command(subparsers: _Subparsers) -> None:
+def _add_alertmanager_command(subparsers: Subparsers) -> None:
     alertmanager = subparsers.add_parser(
         "alertmanager",
         help="render an Alertmanager config from settings",
         description="Alertmanager configuration rendered from the alerting settings (docs/alertmanager.md).",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     actions = alertmanager.add_subparsers(dest="alertmanager_command", metavar="ACTION", required=True)
     render = actions.add_parser(
@@ -117,7 +71,7 @@ def _add_alertmanager_command(subparsers: _Subparsers) -> None:
         help="write alertmanager.yml and its notification templates",
         description="Write the Alertmanager config to --out and otel-monitoring.tmpl beside it: routes by "
         "severity, grouping, inhibition, Slack/email/PagerDuty/SMS receivers for the channels set in settings.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     render.add_argument("--out", metavar="FILE", required=True, help="the config file to write")
     render.add_argument(
@@ -135,19 +89,19 @@ def _add_alertmanager_command(subparsers: _Subparsers) -> None:
 def _alertmanager_render(args: argparse.Namespace) -> int:
     from otel_monitoring.alertmanager_config import RouteTiming, write_alertmanager_config
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     try:
         timing = RouteTiming(
             group_wait=args.group_wait, group_interval=args.group_interval, repeat_interval=args.repeat_interval
         )
     except SettingsError as error:
-        return _usage_error(f"--{error.key.replace('_', '-')}: {error.problem} (got {error.got})")
+        return usage_error(f"--{error.key.replace('_', '-')}: {error.problem} (got {error.got})")
     try:
         rendered = write_alertmanager_config(settings, args.out, timing=timing, secrets_dir=args.secrets_dir)
     except SettingsError as error:
-        return _usage_error(str(error))
+        return usage_error(str(error))
     except OSError as error:
-        return _failure(f"--out {args.out}: {error.strerror or error}")
+        return failure(f"--out {args.out}: {error.strerror or error}")
     print(f"{args.out}: written; templates in {Path(args.out).parent / 'otel-monitoring.tmpl'}")
     print(rendered.summary())
     return 0
@@ -156,13 +110,13 @@ def _alertmanager_render(args: argparse.Namespace) -> int:
 # --- alert-relay ----------------------------------------------------------------------------------------------
 
 
-def _add_alert_relay_command(subparsers: _Subparsers) -> None:
+def _add_alert_relay_command(subparsers: Subparsers) -> None:
     relay = subparsers.add_parser(
         "alert-relay",
         help="receive Alertmanager webhooks: archive them and send SMS",
         description="Serve the alert relay (docs/alert-relay.md): POST /webhook archives, POST /webhook/sms "
         "archives and sends SMS, GET /healthz. Runs until SIGTERM or SIGINT.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     relay.add_argument("--listen", metavar="HOST:PORT", help="default: alerting.relay_listen_address")
     relay.set_defaults(func=_alert_relay)
@@ -175,11 +129,11 @@ def _alert_relay(args: argparse.Namespace) -> int:
 
     from otel_monitoring.alert_relay import create_alert_relay_app, exposure_warning
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     listen = args.listen or settings.alerting.relay_listen_address
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        return _usage_error(f"--listen: must be host:port (got {listen!r})")
+        return usage_error(f"--listen: must be host:port (got {listen!r})")
     # A program, not a library in a host: it owns its log output, as the collector sidecar does.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = settings.alerting.relay_token
@@ -194,17 +148,17 @@ def _alert_relay(args: argparse.Namespace) -> int:
 # --- alerts list / silence / history ---------------------------------------------------------------------------
 
 
-def _add_alerts_command(subparsers: _Subparsers) -> None:
+def _add_alerts_command(subparsers: Subparsers) -> None:
     alerts = subparsers.add_parser(
         "alerts",
         help="list and silence alerts in Alertmanager, read the alert history",
         description="Talk to Alertmanager at ALERTMANAGER_URL (API v2), or read the alert relay's archive.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     actions = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
     listing = actions.add_parser(
         "list", help="alerts Alertmanager holds now", description="Alerts Alertmanager holds now, newest first.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )  # fmt: skip
     listing.add_argument("--filter", action="append", default=[], metavar="MATCHER", help="e.g. severity=critical")
     listing.add_argument("--json", action="store_true", help="print Alertmanager's JSON")
@@ -214,7 +168,7 @@ def _add_alerts_command(subparsers: _Subparsers) -> None:
         "silence",
         help="silence alerts for a while",
         description="Create a silence in Alertmanager for the alerts matching every --matcher.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     silence.add_argument(
         "--matcher", action="append", required=True, metavar="MATCHER", help="name=value, !=, =~ or !~; repeatable"
@@ -228,7 +182,7 @@ def _add_alerts_command(subparsers: _Subparsers) -> None:
         "history",
         help="alerts the relay archived",
         description="Alerts the alert relay archived (alerting.history_database_url), oldest first.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     history.add_argument("--since", default="24h", metavar="DURATION", help="default: 24h")
     history.add_argument("--status", choices=("firing", "resolved"), help="only firing or only resolved")
@@ -251,18 +205,18 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 def _alerts_list(args: argparse.Namespace) -> int:
     import httpx
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     for item in args.filter:
         try:
             parse_matcher(item)
         except ValueError as error:
-            return _usage_error(f"--filter: {error}")
+            return usage_error(f"--filter: {error}")
     url = _alertmanager_api(settings) + "/alerts"
     try:
         response = httpx.get(url, params={"filter": args.filter}, timeout=10.0)
         response.raise_for_status()
     except httpx.HTTPError as error:
-        return _failure(f"Alertmanager at {hide_url_password(settings.alerting.alertmanager_url)}: {_describe(error)}")
+        return failure(f"Alertmanager at {hide_url_password(settings.alerting.alertmanager_url)}: {_describe(error)}")
     alerts: list[dict[str, Any]] = sorted(response.json(), key=lambda alert: alert["startsAt"], reverse=True)
     if args.json:
         print(json.dumps(alerts, indent=2))
@@ -290,17 +244,17 @@ def _alerts_list(args: argparse.Namespace) -> int:
 def _alerts_silence(args: argparse.Namespace) -> int:
     import httpx
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     try:
         matchers = [parse_matcher(item) for item in args.matcher]
     except ValueError as error:
-        return _usage_error(f"--matcher: {error}")
+        return usage_error(f"--matcher: {error}")
     try:
         duration = parse_duration(args.duration)
     except ValueError as error:
-        return _usage_error(f"--duration: {error}")
+        return usage_error(f"--duration: {error}")
     if not args.comment.strip():
-        return _usage_error("--comment: must not be empty")
+        return usage_error("--comment: must not be empty")
     starts = datetime.now(UTC)
     silence = {
         "matchers": matchers,
@@ -312,11 +266,11 @@ def _alerts_silence(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(_alertmanager_api(settings) + "/silences", json=silence, timeout=10.0)
     except httpx.HTTPError as error:
-        return _failure(f"Alertmanager at {hide_url_password(settings.alerting.alertmanager_url)}: {_describe(error)}")
+        return failure(f"Alertmanager at {hide_url_password(settings.alerting.alertmanager_url)}: {_describe(error)}")
     if response.status_code == 400:
-        return _usage_error(f"Alertmanager refused the silence: {response.text.strip()}")
+        return usage_error(f"Alertmanager refused the silence: {response.text.strip()}")
     if not response.is_success:
-        return _failure(f"Alertmanager answered {response.status_code}: {response.text.strip()[:200]}")
+        return failure(f"Alertmanager answered {response.status_code}: {response.text.strip()[:200]}")
     print(f"silence {response.json()['silenceID']} until {silence['endsAt']}")
     return 0
 
@@ -327,13 +281,13 @@ def _alerts_history(args: argparse.Namespace) -> int:
 
     from otel_monitoring.alert_relay.history import AlertHistory
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     try:
         since = parse_duration(args.since)
     except ValueError as error:
-        return _usage_error(f"--since: {error}")
+        return usage_error(f"--since: {error}")
     if args.limit is not None and args.limit < 1:
-        return _usage_error(f"--limit: must be >= 1 (got {args.limit})")
+        return usage_error(f"--limit: must be >= 1 (got {args.limit})")
     database_url = settings.alerting.history_database_url
     shown = hide_url_password(database_url)
     try:
@@ -341,17 +295,17 @@ def _alerts_history(args: argparse.Namespace) -> int:
         in_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
         # Reading must not leave an empty database behind where the relay has never run.
         if in_file and not Path(str(url.database)).exists():
-            return _failure(f"no alert history at {url.database} (alerting.history_database_url): has the relay run?")
+            return failure(f"no alert history at {url.database} (alerting.history_database_url): has the relay run?")
         history = AlertHistory(database_url)
     except (ArgumentError, ValueError, ImportError) as error:
         # A URL that does not parse, an unknown dialect or a driver that is not installed: the setting is wrong.
-        return _usage_error(f"alerting.history_database_url: {_describe(error)} (got {shown})")
+        return usage_error(f"alerting.history_database_url: {_describe(error)} (got {shown})")
     except SQLAlchemyError as error:
-        return _failure(f"alert history at {shown}: {_describe(error)}")
+        return failure(f"alert history at {shown}: {_describe(error)}")
     try:
         entries = history.query(since=datetime.now(UTC) - since, status=args.status, limit=args.limit)
     except SQLAlchemyError as error:
-        return _failure(f"alert history at {shown}: {_describe(error)}")
+        return failure(f"alert history at {shown}: {_describe(error)}")
     finally:
         history.close()
     if args.json:
@@ -377,7 +331,7 @@ def _alerts_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: _Subparsers) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     """Register ``alertmanager``, ``alert-relay`` and ``alerts`` on the CLI's subparsers.
 
     >>> parser = argparse.ArgumentParser(prog="otel-monitoring")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,10 +38,11 @@ from typing import Any
 
 import yaml
 
+from otel_monitoring.rules.model import DURATION_PATTERN
 from otel_monitoring.settings import AlertingConfig, Settings, SettingsError
 
 __all__ = [
-    "SEVERITIES",
+    "ROUTED_SEVERITIES",
     "TEMPLATE_FILE_NAME",
     "RenderedAlertmanagerConfig",
     "RouteTiming",
@@ -50,8 +50,9 @@ __all__ = [
     "write_alertmanager_config",
 ]
 
-SEVERITIES = ("critical", "warning", "info")
-"""Severity label values, each routed to the receiver of the same name."""
+ROUTED_SEVERITIES = ("critical", "warning", "info")
+"""The severities that notify, each routed to the receiver of the same name. ``none`` (also a severity of
+:data:`otel_monitoring.rules.model.SEVERITIES`) goes to :data:`NULL_RECEIVER` instead."""
 
 HEARTBEAT_RECEIVER = "heartbeat"
 NULL_RECEIVER = "null"
@@ -67,7 +68,6 @@ RELAY_WEBHOOK_PATH = "/webhook"
 RELAY_SMS_WEBHOOK_PATH = "/webhook/sms"
 
 _DASHBOARD_PLACEHOLDER = '"__OTEL_MONITORING_DASHBOARD_URL__"'
-_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Alertmanager's (Prometheus's) duration syntax
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ class RouteTiming:
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if not _DURATION.match(value):
+            if not DURATION_PATTERN.match(value):
                 raise SettingsError(name, "must be a duration such as 30s, 5m or 1h", repr(value))
 
 
@@ -236,7 +236,7 @@ def render_alertmanager_config(
 
     receivers: list[dict[str, Any]] = []
     channels: dict[str, list[str]] = {}
-    for severity in SEVERITIES:
+    for severity in ROUTED_SEVERITIES:
         receiver: dict[str, Any] = {"name": severity}
         names: list[str] = []
         if severity == "critical" and pagerduty and alerting.pagerduty_routing_key is not None:
@@ -291,7 +291,7 @@ def render_alertmanager_config(
         # warnings: "none" is a known severity that must never notify.
         {"receiver": NULL_RECEIVER, "matchers": ['severity="none"']},
     ]
-    for severity in SEVERITIES:
+    for severity in ROUTED_SEVERITIES:
         route: dict[str, Any] = {"receiver": severity, "matchers": [f'severity="{severity}"']}
         if severity in repeat:
             route["repeat_interval"] = repeat[severity]

@@ -14,29 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
+
+from otel_monitoring._cli_common import EXIT_FAILURE, config_option, load_command_settings, usage_error
 
 __all__ = ["add_commands", "collect_groups"]
 
-PROG = "otel-monitoring"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
 if TYPE_CHECKING:
+    from otel_monitoring._cli_common import Subparsers
     from otel_monitoring.rules.model import RuleGroup
-
-    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def _config_option() -> argparse.ArgumentParser:
-    # As the CLI's own commands: --config after the command must not overwrite one given before it.
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML settings file")
-    return parent
 
 
 def _source_options() -> argparse.ArgumentParser:
@@ -62,14 +51,14 @@ def _source_options() -> argparse.ArgumentParser:
     return parent
 
 
-def add_commands(subparsers: _Subparsers) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     """Add ``rules render`` and ``rules check`` to the CLI's subparsers."""
     rules = subparsers.add_parser(
         "rules",
         help="render or check Prometheus alerting and recording rules",
         description="The built-in rule pack (docs/alerts.md), the application's alerts and SLOs, and YAML rule "
         "files, rendered as Prometheus rule files or PrometheusRule objects, and checked with promtool.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     actions = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     render = actions.add_parser(
@@ -77,7 +66,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         help="write one rule file per group into a directory",
         description="Write one file per rule group into --out: <group>.rules.yml for Prometheus's rule_files, "
         "or <group>.prometheusrule.yaml (monitoring.coreos.com/v1) for the Prometheus Operator.",
-        parents=[_config_option(), _source_options()],
+        parents=[config_option(), _source_options()],
     )
     render.add_argument("--out", metavar="DIR", required=True, help="directory to write into (created if missing)")
     render.add_argument("--format", dest="rule_format", choices=("prometheus", "prometheusrule"), default="prometheus")
@@ -88,16 +77,10 @@ def add_commands(subparsers: _Subparsers) -> None:
         help="run promtool check rules",
         description="Run 'promtool check rules' on the YAML files of DIR (PrometheusRule files included), or, "
         "without DIR, on what 'rules render' would write.",
-        parents=[_config_option(), _source_options()],
+        parents=[config_option(), _source_options()],
     )
     check.add_argument("directory", nargs="?", metavar="DIR", help="directory of rule files")
     check.set_defaults(func=_check)
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from otel_monitoring.cli import load_command_settings
-
-    return load_command_settings(args)
 
 
 def collect_groups(
@@ -151,16 +134,11 @@ def _from_settings(settings: Any, path: str) -> str:
     return f"{path} (from {settings.source_of(path)})"
 
 
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def _groups_or_error(args: argparse.Namespace) -> list[RuleGroup] | int:
     from otel_monitoring.alerts import AppRulesError
     from otel_monitoring.rules.loading import RuleFileError
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     try:
         return collect_groups(
             settings,
@@ -170,7 +148,7 @@ def _groups_or_error(args: argparse.Namespace) -> list[RuleGroup] | int:
             search_path=os.getcwd(),
         )
     except (AppRulesError, RuleFileError, ValueError) as error:
-        return _error(str(error))
+        return usage_error(str(error))
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -182,7 +160,7 @@ def _render(args: argparse.Namespace) -> int:
     try:
         written = write_rule_files(groups, args.out, rule_format=args.rule_format, namespace=args.namespace)
     except OSError as error:
-        return _error(f"--out {args.out}: {error.strerror or error}")
+        return usage_error(f"--out {args.out}: {error.strerror or error}")
     rules = sum(len(group.rules) for group in groups)
     print(f"wrote {len(written)} files ({rules} rules) to {args.out}")
     return 0
@@ -196,10 +174,10 @@ def _check(args: argparse.Namespace) -> int:
         if args.directory is not None:
             directory = Path(args.directory)
             if not directory.is_dir():
-                return _error(f"{directory}: not a directory")
+                return usage_error(f"{directory}: not a directory")
             files = rule_files_in(directory)
             if not files:
-                return _error(f"{directory}: no .yml or .yaml files")
+                return usage_error(f"{directory}: no .yml or .yaml files")
             result = check_rules(files)
         else:
             groups = _groups_or_error(args)
@@ -208,6 +186,6 @@ def _check(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(prefix="otel-monitoring-rules-") as scratch:
                 result = check_rules(write_rule_files(groups, scratch))
     except PromtoolNotFoundError as error:
-        return _error(str(error))
+        return usage_error(str(error))
     print(result.output)
-    return 0 if result.ok else EXIT_FAILED
+    return 0 if result.ok else EXIT_FAILURE

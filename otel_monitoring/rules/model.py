@@ -12,19 +12,47 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["DURATION_PATTERN", "SEVERITIES", "Alert", "RecordingRule", "Rule", "RuleGroup", "Severity"]
+__all__ = [
+    "DURATION_PATTERN",
+    "SEVERITIES",
+    "Alert",
+    "RecordingRule",
+    "Rule",
+    "RuleGroup",
+    "Severity",
+    "parse_duration",
+]
 
 Severity = Literal["critical", "warning", "info", "none"]
 """critical needs action now, warning soon, info is informative; none never notifies (the Watchdog's)."""
 
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info", "none")
 
-DURATION_PATTERN = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
-"""Prometheus duration syntax (``30s``, ``1h30m``)."""
+_DURATION_PART = r"(\d+)(ms|s|m|h|d|w|y)"  # "ms" before "m": the longest unit wins
+DURATION_PATTERN = re.compile(rf"^(?:{_DURATION_PART})+$")
+"""Prometheus duration syntax (``30s``, ``1h30m``), also Alertmanager's; the one definition in the package."""
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A positive Prometheus duration such as ``90s``, ``2h`` or ``1h30m``, surrounding blanks ignored.
+
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    """
+    value = text.strip()
+    if not DURATION_PATTERN.match(value):
+        raise ValueError(f"{text!r} is not a duration such as 30m, 2h or 7d")
+    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in re.findall(_DURATION_PART, value))
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return timedelta(seconds=seconds)
+
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")

@@ -10,12 +10,17 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from otel_monitoring.alerting_cli import add_commands
+from otel_monitoring import rules_cli
+from otel_monitoring.alerting_cli import add_commands, parse_duration
+from otel_monitoring.alertmanager_config import ROUTED_SEVERITIES, RouteTiming
+from otel_monitoring.rules.model import SEVERITIES, Alert
+from otel_monitoring.settings import SettingsError
 from tests.support import ROOT, free_port, stop_process_group, wait_until_ready
 
 PASSWORD = "hunter2-alerting-secret"
@@ -155,3 +160,39 @@ def test_relay_with_a_token_does_not_warn(tmp_path: Path) -> None:
     )
 
     assert "relay_token" not in printed
+
+
+def _both_command_sets() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-monitoring")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_commands(subparsers)
+    rules_cli.add_commands(subparsers)
+    return parser
+
+
+@pytest.mark.parametrize("command", [["rules", "render"], ["rules", "check"], ["alerts", "list"], ["alertmanager"]])
+def test_alerting_and_rules_commands_share_one_config_option(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        _both_command_sets().parse_args([*command, "--help"])
+
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines to the terminal's width
+    assert "--config FILE YAML settings file (default: $OTEL_MONITORING_CONFIG)" in help_text
+    assert "config" not in vars(_both_command_sets().parse_args(["rules", "check", "somewhere"]))
+
+
+def test_rules_durations_and_alertmanager_timing_and_cli_durations_are_one_syntax() -> None:
+    for text in ("30s", "1h30m", "250ms", "2w", "1y"):
+        assert RouteTiming(group_wait=text).group_wait == text
+        assert Alert(name="A", query="up == 0", severity="info", for_=text).for_ == text
+        assert parse_duration(text) > timedelta(0)
+    for text in ("1.5h", "5 m", "h", "5M"):
+        with pytest.raises(SettingsError):
+            RouteTiming(group_wait=text)
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(text)
+
+
+def test_severities_that_notify_are_the_rule_severities_but_none() -> None:
+    assert set(ROUTED_SEVERITIES) == set(SEVERITIES) - {"none"}
