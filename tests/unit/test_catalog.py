@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -169,3 +170,31 @@ def test_metrics_catalog_command_writes_markdown_by_default_and_json_on_request(
     assert status == 0 and len(json.loads(out)) == len(catalog.entries)
     status, _, err = run_cli(["metrics", "catalog", "--format", "yaml"], capsys)
     assert status == 2 and "invalid choice" in err
+
+
+def documented_variables(page: Path, declared: set[str]) -> set[str]:
+    """Variables in the first column of a page's tables; ``/ `_PORT``` after a full name abbreviates one that
+    shares its prefix (``OTEL_EXPORTER_PROMETHEUS_HOST`` / ``_PORT``)."""
+    documented: set[str] = set()
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("| `"):
+            continue
+        tokens = re.findall(r"`([A-Z_][A-Z0-9_]*)`", line.split("|")[1])
+        full = [token for token in tokens if not token.startswith("_")]
+        documented.update(full)
+        for short in (token for token in tokens if token.startswith("_")):
+            for name in full:
+                cuts = [i for i, char in enumerate(name) if char == "_"] + [len(name)]
+                documented.update({name[:cut] + short for cut in cuts} & declared)
+    return documented
+
+
+def test_every_variable_settings_declares_is_documented() -> None:
+    from otel_monitoring import settings as settings_module
+
+    declared = {name for leaf in settings_module._LEAVES.values() for name in leaf.env.names}
+    documented = set()
+    for page in ("settings.md", "configuration.md"):
+        documented |= documented_variables(ROOT / "docs" / page, declared)
+    assert declared - documented == set(), "add these variables to docs/settings.md"
+    assert documented - declared == {settings_module.CONFIG_FILE_ENV}, "documented variables settings.py lacks"
