@@ -72,6 +72,7 @@ __all__ = [
     "parse_quantity",
     "process_environment",
     "render_settings",
+    "secret_values",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -1307,6 +1308,28 @@ def _plain(leaf: _Leaf, value: Any) -> Any:
     if isinstance(value, str):
         return hide_url_password(value)
     return value
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, in the clear: secret fields, secret header values, and passwords written
+    into URLs. For scrubbing them out of text that is about to leave the process (``otel-monitoring backup``).
+
+    >>> secret_values(load_settings(environ={"GRAFANA_API_KEY": "glsa_x", "ALERTMANAGER_URL": "http://u:pw@am"}))
+    ['pw', 'glsa_x']
+    """
+    found: list[str] = []
+    for path, value in _values_of(settings).items():
+        leaf = _LEAVES[path]
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif leaf.secret and isinstance(value, dict):
+            found += [str(item) for item in value.values()]
+        elif isinstance(value, str):
+            found += [match.group(2) for match in _URL_PASSWORD_PARTS.finditer(value)]
+    return [value for value in dict.fromkeys(found) if value]
+
+
+_URL_PASSWORD_PARTS = re.compile(r"(//[^/@:\s]*:)([^@/\s]*)@")
 
 
 class _RenderDumper(yaml.SafeDumper):
