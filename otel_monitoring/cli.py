@@ -87,25 +87,39 @@ def _config_show(args: argparse.Namespace) -> int:
 def _add_demo_command(subparsers: _Subparsers) -> None:
     demo = subparsers.add_parser(
         "demo",
-        help="serve the sample service, drive traffic at it and show its metrics",
-        description="Serve the instrumented sample service on 127.0.0.1, drive traffic at it for --duration "
-        "seconds and print what its /metrics says. Stops on Ctrl-C and leaves nothing running.",
+        help="run the sample service with the whole monitoring stack and show it live",
+        description="Run the instrumented sample service, the collector sidecar and (when installed) Debian's "
+        "Prometheus, Alertmanager and Pushgateway on 127.0.0.1, drive traffic with a failure episode and show "
+        "requests per second, p95 latency, error rate, costs per customer and alerts live (docs/demo.md). Stops "
+        "on Ctrl-C or after --duration and leaves nothing running.",
         parents=[_common_options(top_level=False)],
     )
-    demo.add_argument("--port", type=int, default=8000, help="port of the sample service (default: 8000)")
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds of traffic (default: 20)")
-    demo.add_argument("--rate", type=float, default=50.0, help="requests per second to send (default: 50)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of traffic, start-up not counted (default: until Ctrl-C on a terminal, else 60)",
+    )
+    demo.add_argument("--rate", type=float, default=20.0, help="requests per second to send (default: 20)")
+    demo.add_argument("--port", type=int, default=0, help="port of the sample service (default: a free one)")
     demo.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    load_command_settings(args)  # fail fast on bad settings, before the sample service declares anything
-    from otel_monitoring import config
+    load_command_settings(args)  # fail fast on bad settings; the demo's stack then runs on settings of its own
+    if args.duration is not None and not args.duration > 0:
+        print(f"{PROG}: error: --duration: must be a number of seconds > 0 (got {args.duration:g})", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.rate > 0:
+        print(f"{PROG}: error: --rate: must be requests per second > 0 (got {args.rate:g})", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535:
+        print(f"{PROG}: error: --port: must be from 0 (a free one) to 65535 (got {args.port})", file=sys.stderr)
+        return EXIT_USAGE
     from otel_monitoring.demo import run_demo
 
-    config.reload_settings(getattr(args, "config", None))  # the service's pipeline uses the same file
-    report = run_demo(args.port, args.duration, args.rate)
-    return 0 if report.requests > 0 else 1
+    return run_demo(duration=args.duration, rate=args.rate, service_port=args.port)
 
 
 def _add_collector_command(subparsers: _Subparsers) -> None:
