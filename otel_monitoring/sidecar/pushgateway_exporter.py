@@ -125,8 +125,8 @@ class PushgatewayExporter:
             self._thread = threading.Thread(target=self._run, name=f"{self.name}-push", daemon=True)
             self._thread.start()
 
-    def export(self, data: MetricsData) -> bool:
-        """Add a batch to the store; the next push carries it."""
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
+        """Add a batch to the store; the next push carries it. Always taken (``reserved`` changes nothing)."""
         self.store.export(data)
         points = count_points(data)
         with self._lock:
@@ -137,6 +137,13 @@ class PushgatewayExporter:
     def busy(self) -> bool:
         """Never: the store takes every batch at once; pushes are decoupled from the pipeline."""
         return False
+
+    def reserve(self) -> bool:
+        """Always room: nothing is queued."""
+        return True
+
+    def release(self) -> None:
+        """Nothing to give back."""
 
     def push(self) -> bool:
         """Push the store now; True when the gateway accepted it. Never raises."""

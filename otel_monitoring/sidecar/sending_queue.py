@@ -131,8 +131,9 @@ class QueueStats:
     """Counts in data points unless named ``*_batches``; for the sidecar's own metrics.
 
     ``sent``: acknowledged by the backend. ``failed``: given up (a permanent error, retries exhausted, or, without
-    storage, still failing when shutdown's time ran out). ``dropped``: never sent because the queue was full or
-    closed, or (without storage) still queued at shutdown. ``queued``/``queued_batches``: waiting now, the batch
+    storage, still failing when shutdown's time ran out). ``dropped``: refused by an offer because the queue was
+    full or closed (the Collector's ``enqueue_failed``: a pipeline may offer them again), or (without storage)
+    still queued at shutdown. ``queued``/``queued_batches``: waiting now, the batch
     being sent included. ``capacity``: ``queue_size``. ``retries``: attempts repeated. ``restored_batches``: found
     on disk at start. ``kept_batches``: left on disk at shutdown for the next start.
     """

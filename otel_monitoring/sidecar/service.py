@@ -82,6 +82,8 @@ STOPPING: Final = "stopping"
 STOPPED: Final = "stopped"
 
 _EXPORTER_SHUTDOWN_TIMEOUT: Final = 3.0
+# Seconds: the Retry-After of a refused request, and how often a pipeline retries a batch its exporters refused.
+_RETRY_INTERVAL: Final = 1.0
 
 
 # --- Exporters --------------------------------------------------------------------------------------------------
@@ -102,13 +104,23 @@ class ExporterCounts:
 
 
 class MetricsExporter(Protocol):
-    """What the service needs of an exporter. ``export`` may block; it runs in a worker thread."""
+    """What the service needs of an exporter. ``export`` may block; it runs in a worker thread.
+
+    ``export`` returns True when it took the data (sent, queued, or given up and counted in ``failed``) and
+    False when it refused it, nothing kept: the request is then refused upstream and the sender retries.
+    ``reserve()`` holds room for one ``export(data, reserved=True)`` (False: no room now); ``release()`` gives
+    an unused reservation back. ``busy()`` says whether an export without reservation might be refused.
+    """
 
     def start(self) -> None: ...
 
-    def export(self, data: MetricsData) -> bool: ...
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool: ...
 
     def busy(self) -> bool: ...
+
+    def reserve(self) -> bool: ...
+
+    def release(self) -> None: ...
 
     def counts(self) -> ExporterCounts: ...
 
@@ -132,6 +144,15 @@ class _Counted:
         with self._lock:
             return ExporterCounts(self._sent, self._failed, 0, series)
 
+    def busy(self) -> bool:
+        return False
+
+    def reserve(self) -> bool:
+        return True  # synchronous: nothing to hold
+
+    def release(self) -> None:
+        pass
+
 
 class _PrometheusExporterAdapter(_Counted):
     def __init__(self, exporter: PrometheusExporter, component_id: str) -> None:
@@ -142,7 +163,7 @@ class _PrometheusExporterAdapter(_Counted):
     def start(self) -> None:
         pass
 
-    def export(self, data: MetricsData) -> bool:
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
         points = count_points(data)
         try:
             self.exporter.export(data)
@@ -153,9 +174,6 @@ class _PrometheusExporterAdapter(_Counted):
         self._count(points, 0)
         return True
 
-    def busy(self) -> bool:
-        return False
-
     def counts(self) -> ExporterCounts:
         return self._snapshot(self.exporter.series_count())
 
@@ -163,9 +181,9 @@ class _PrometheusExporterAdapter(_Counted):
         pass
 
 
-class _QueuedExporterAdapter:
-    """An exporter on the sending queue (remote write, otlphttp): its own ``busy`` refuses upstream while the queue
-    is full, so the workers retry instead of points being lost here; ``counts`` maps its stats."""
+class _StatsExporterAdapter:
+    """An exporter with the service's shape but its own stats (remote write, otlphttp, otlp, pushgateway):
+    everything is passed through, and ``counts`` maps its stats to :class:`ExporterCounts`."""
 
     def __init__(self, exporter: Any, counts: Callable[[], ExporterCounts]) -> None:
         self.exporter = exporter
@@ -174,11 +192,17 @@ class _QueuedExporterAdapter:
     def start(self) -> None:
         self.exporter.start()
 
-    def export(self, data: MetricsData) -> bool:
-        return bool(self.exporter.export(data))
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
+        return bool(self.exporter.export(data, reserved=reserved))
 
     def busy(self) -> bool:
         return bool(self.exporter.busy())
+
+    def reserve(self) -> bool:
+        return bool(self.exporter.reserve())
+
+    def release(self) -> None:
+        self.exporter.release()
 
     def shutdown(self, timeout: float) -> None:
         self.exporter.shutdown(timeout=timeout)
@@ -221,7 +245,7 @@ class DebugExporter(_Counted):
         over = self._in_second - self.config.sampling_initial
         return over <= 0 or over % self.config.sampling_thereafter == 0
 
-    def export(self, data: MetricsData) -> bool:
+    def export(self, data: MetricsData, *, reserved: bool = False) -> bool:
         points = count_points(data)
         self._count(points, 0)
         with self._lock:
@@ -243,9 +267,6 @@ class DebugExporter(_Counted):
                 names,
             )
         return True
-
-    def busy(self) -> bool:
-        return False
 
     def counts(self) -> ExporterCounts:
         return self._snapshot()
@@ -307,8 +328,51 @@ class HealthCheck:
 # --- Pipelines ---------------------------------------------------------------------------------------------------
 
 
+class _Reservations:
+    """The room one request holds in a pipeline's exporters, from ``admit`` until its export uses it; whatever
+    the export did not use goes back with :meth:`release` (once: the export may still run in its thread when a
+    cancelled request releases)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[MetricsExporter] = []
+
+    def hold(self, exporter: MetricsExporter) -> None:
+        with self._lock:
+            self._held.append(exporter)
+
+    def take(self, exporter: MetricsExporter) -> bool:
+        """True when the request holds room in ``exporter``, which the caller's export now uses."""
+        with self._lock:
+            if exporter in self._held:
+                self._held.remove(exporter)
+                return True
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for exporter in held:
+            exporter.release()
+
+
 class _MetricsPipeline:
-    """One pipeline: processors before ``batch``, the batch, processors after it, then the exporters."""
+    """One pipeline: processors before ``batch``, the batch, processors after it, then the exporters.
+
+    Nothing accepted is lost to a full exporter queue:
+
+    - Without ``batch`` every request is exported on its own, so :meth:`admit` reserves room for it in every
+      exporter before the receiver accepts it (one reservation each, taken atomically by the exporter's queue).
+      Checking ``busy()`` and exporting later would let concurrent requests all pass while one slot is free.
+      All or none: a request that cannot reserve in one exporter releases what it holds in the others and is
+      refused (503), so the sender's retry never duplicates what one exporter already took. An export refused
+      all the same (a queue shut down, a disk that cannot write) fails the request with :class:`ReceiverBusy`;
+      the exporters after it never get the data.
+    - With ``batch`` requests accumulate and a flush exports later, so no request can hold room for it. A flush
+      an exporter refuses stays in ``_unsent`` for that exporter only (the others took it: sending it again
+      would duplicate it there) and is retried, in order, at the next flush, scheduled every
+      ``_RETRY_INTERVAL``. Meanwhile :meth:`admit` refuses new data, which bounds what the pipeline holds.
+    """
 
     def __init__(
         self,
@@ -327,34 +391,65 @@ class _MetricsPipeline:
         self.gates = list(gates)
         self._pending: list[MetricsData] = []
         self._pending_points = 0
+        # (exporter id, exporter, data) refused at a flush, oldest first; only changed under the pipeline's lock.
+        self._unsent: list[tuple[str, MetricsExporter, MetricsData]] = []
         self._lock: asyncio.Lock | None = None
         self._timer: asyncio.Task[None] | None = None
 
-    def admit(self) -> None:
-        """Raise :class:`ReceiverBusy` if this pipeline cannot take data now (memory, full exporter queues)."""
+    def admit(self) -> _Reservations:
+        """Raise :class:`ReceiverBusy` if this pipeline cannot take data now (memory, full exporter queues, a
+        refused batch waiting); else the room the request holds in the exporters (none with ``batch``)."""
         for gate in self.gates:
             gate.check()
+        reservations = _Reservations()
+        if self.batch is not None:
+            if self._unsent:
+                raise ReceiverBusy(
+                    _RETRY_INTERVAL,
+                    message=f"service.pipelines.{self.pipeline_id}: a batch the exporters refused waits to be "
+                    "sent; retry later",
+                )
+            for exporter_id, exporter in self.exporters:
+                if exporter.busy():
+                    raise ReceiverBusy(
+                        _RETRY_INTERVAL, message=f"exporters.{exporter_id}: sending queue is full; retry later"
+                    )
+            return reservations
         for exporter_id, exporter in self.exporters:
-            if exporter.busy():
-                raise ReceiverBusy(1.0, message=f"exporters.{exporter_id}: sending queue is full; retry later")
+            if not exporter.reserve():
+                reservations.release()
+                raise ReceiverBusy(
+                    _RETRY_INTERVAL, message=f"exporters.{exporter_id}: sending queue is full; retry later"
+                )
+            reservations.hold(exporter)
+        return reservations
 
     def _lock_now(self) -> asyncio.Lock:
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def consume(self, data: MetricsData) -> None:
-        async with self._lock_now():
-            if self.batch is None:
-                await asyncio.to_thread(self._process_and_export, data)
-                return
-            processed = await asyncio.to_thread(self.before.process, data)
-            self._pending.append(processed)
-            self._pending_points += count_points(processed)
-            if self._pending_points >= self.batch.send_batch_size:
-                await self._flush_locked()
-            elif self._timer is None:
-                self._timer = asyncio.create_task(self._flush_later(self.batch.timeout))
+    async def consume(self, data: MetricsData, reservations: _Reservations | None = None) -> None:
+        """Process and export ``data`` (or add it to the batch); ``reservations`` from :meth:`admit`."""
+        reservations = reservations if reservations is not None else _Reservations()
+        try:
+            async with self._lock_now():
+                if self.batch is None:
+                    refused = await asyncio.to_thread(self._process_and_export, data, reservations)
+                    if refused is not None:
+                        raise ReceiverBusy(
+                            _RETRY_INTERVAL, message=f"exporters.{refused}: the data was refused; retry later"
+                        )
+                    return
+                processed = await asyncio.to_thread(self.before.process, data)
+                self._pending.append(processed)
+                self._pending_points += count_points(processed)
+                if self._pending_points >= self.batch.send_batch_size:
+                    await self._flush_locked()
+                elif self._timer is None:
+                    self._timer = asyncio.create_task(self._flush_later(self.batch.timeout))
+        finally:
+            reservations.release()
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -362,33 +457,83 @@ class _MetricsPipeline:
             self._timer = None
             await self._flush_locked()
 
-    async def flush(self) -> None:
-        """Send what the batch holds now (at shutdown)."""
+    async def flush(self, timeout: float = 0.0) -> None:
+        """Send what the batch holds now (at shutdown), retrying what exporters refuse for up to ``timeout``
+        seconds (their queues are still draining); what is still refused then is logged as lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with self._lock_now():
             await self._flush_locked()
+            while self._unsent and loop.time() < deadline:
+                await asyncio.sleep(min(0.05, timeout))
+                await self._flush_locked()
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            if self._unsent:
+                _logger.error(
+                    "service.pipelines.%s: %d data points the exporters (%s) still refuse at shutdown are lost",
+                    self.pipeline_id,
+                    sum(count_points(data) for _, _, data in self._unsent),
+                    ", ".join(sorted({exporter_id for exporter_id, _, _ in self._unsent})),
+                )
+                self._unsent = []
 
     async def _flush_locked(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
-        if not self._pending:
+        if not self._pending and not self._unsent:
             return
         batch = MetricsData([rm for data in self._pending for rm in data.resource_metrics])
         self._pending, self._pending_points = [], 0
         await asyncio.to_thread(self._export_after_batch, batch)
+        if self._unsent and self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later(_RETRY_INTERVAL))
 
-    def _process_and_export(self, data: MetricsData) -> None:
-        self._export(self.after.process(self.before.process(data)))
+    def _process_and_export(self, data: MetricsData, reservations: _Reservations) -> str | None:
+        return self._export(self.after.process(self.before.process(data)), reservations)
 
     def _export_after_batch(self, data: MetricsData) -> None:
-        self._export(self.after.process(data))
+        was_refusing = bool(self._unsent)
+        if data.resource_metrics:
+            processed = self.after.process(data)
+            self._unsent.extend((exporter_id, exporter, processed) for exporter_id, exporter in self.exporters)
+        kept: list[tuple[str, MetricsExporter, MetricsData]] = []
+        refusing: set[str] = set()
+        for exporter_id, exporter, batch in self._unsent:
+            # An exporter that refuses one batch gets none of the later ones this time: its order is kept.
+            if exporter_id in refusing or not self._export_one(exporter_id, exporter, batch, reserved=False):
+                refusing.add(exporter_id)
+                kept.append((exporter_id, exporter, batch))
+        self._unsent = kept
+        if kept and not was_refusing:
+            _logger.warning(
+                "service.pipelines.%s: exporters %s refused a batch (sending queue full); it is kept and retried, "
+                "and new data is refused upstream until they take it",
+                self.pipeline_id,
+                ", ".join(sorted(refusing)),
+            )
 
-    def _export(self, data: MetricsData) -> None:
+    def _export(self, data: MetricsData, reservations: _Reservations) -> str | None:
+        """Export to every exporter in turn; the id of the first that refused (the later ones never got it)."""
         for exporter_id, exporter in self.exporters:
-            try:
-                exporter.export(data)
-            except Exception:
-                _logger.exception("exporters.%s: export failed", exporter_id)
+            if not self._export_one(exporter_id, exporter, data, reserved=reservations.take(exporter)):
+                return exporter_id
+        return None
+
+    @staticmethod
+    def _export_one(exporter_id: str, exporter: MetricsExporter, data: MetricsData, *, reserved: bool) -> bool:
+        try:
+            return exporter.export(data, reserved=reserved)
+        except Exception:
+            # A bug, not a refusal: sending the same data again would fail again. Logged, and counted as taken.
+            _logger.exception("exporters.%s: export failed", exporter_id)
+            if reserved:
+                # The room may not have been used. Giving back one that was can only make a later offer refused
+                # (a 503 the sender retries); keeping one that was not would shrink the queue for good.
+                exporter.release()
+            return True
 
     def start(self) -> None:
         self.before.start()
@@ -570,7 +715,7 @@ class CollectorService:
                 enqueue_failed=stats.dropped,
             )
 
-        return _QueuedExporterAdapter(exporter, counts)
+        return _StatsExporterAdapter(exporter, counts)
 
     def _create_otlp(self, exporter_id: str, config: OTLPHTTPExporterConfig | OTLPExporterConfig) -> MetricsExporter:
         """``otlphttp`` or ``otlp`` (gRPC): the same shape (auth_header, storage, stats with the same fields)."""
@@ -595,7 +740,7 @@ class CollectorService:
                 enqueue_failed=stats.dropped,
             )
 
-        return _QueuedExporterAdapter(exporter, counts)
+        return _StatsExporterAdapter(exporter, counts)
 
     def _create_pushgateway(self, exporter_id: str, config: PushgatewayExporterConfig) -> MetricsExporter:
         from otel_monitoring.sidecar.pushgateway_exporter import PushgatewayExporter
@@ -606,7 +751,7 @@ class CollectorService:
             stats = exporter.stats()
             return ExporterCounts(sent=stats.sent, failed=stats.failed, series=stats.series)
 
-        return _QueuedExporterAdapter(exporter, counts)
+        return _StatsExporterAdapter(exporter, counts)
 
     def _create_pipeline(self, pipeline_id: str) -> _MetricsPipeline:
         pipeline = self.config.service.pipelines[pipeline_id]
@@ -667,14 +812,22 @@ class CollectorService:
         async def consume(data: MetricsData) -> None:
             if self.state != RUNNING:
                 raise ReceiverBusy(1.0, message="the sidecar is not running (starting or shutting down)")
-            # Every pipeline admits the request before any gets it: a refusal then reaches none of them, so the
-            # sender's retry never doubles what one pipeline already took.
-            for pipeline in pipelines:
-                pipeline.admit()
+            # Every pipeline admits the request (and reserves room in its exporters) before any gets it: a refusal
+            # then reaches none of them, so the sender's retry never doubles what one pipeline already took.
+            admitted: list[_Reservations] = []
+            try:
+                for pipeline in pipelines:
+                    admitted.append(pipeline.admit())
+            except ReceiverBusy:
+                for reservations in admitted:
+                    reservations.release()
+                raise
             if len(pipelines) == 1:
-                await pipelines[0].consume(data)
+                await pipelines[0].consume(data, admitted[0])
             else:
-                await asyncio.gather(*(pipeline.consume(data) for pipeline in pipelines))
+                await asyncio.gather(
+                    *(pipeline.consume(data, held) for pipeline, held in zip(pipelines, admitted, strict=True))
+                )
 
         return consume
 
@@ -929,7 +1082,7 @@ class CollectorService:
     async def _stop_pipelines(self) -> None:
         for pipeline in self.pipelines.values():
             try:
-                await pipeline.flush()
+                await pipeline.flush(self._exporter_shutdown_timeout)
             except Exception:
                 _logger.exception("service.pipelines.%s: flushing at shutdown failed", pipeline.pipeline_id)
         timeout = self._exporter_shutdown_timeout

@@ -478,3 +478,124 @@ def test_cli_collector_validate_still_checks_without_running(
     )
     assert main(["collector", "validate", "--config", path]) == 0
     assert capsys.readouterr().out.startswith(f"{path}: valid")
+
+
+# --- nothing accepted is lost to a full exporter queue ------------------------------------------------------------
+
+
+def test_concurrent_requests_past_a_tiny_queue_are_either_queued_or_refused_before_any_exporter() -> None:
+    config = _config(
+        {"metrics": {"receivers": ["otlp"], "exporters": ["debug", "otlphttp"]}},
+        exporters={
+            "debug": None,  # first: it would take a request the queue then refused
+            "otlphttp": {
+                "endpoint": f"http://127.0.0.1:{free_port()}",  # nothing listens: the queue only fills
+                "sending_queue": {"queue_size": 2, "num_consumers": 1},
+                "retry_on_failure": {"max_elapsed_time": "0"},
+            },
+        },
+    )
+    service = _service(config, exporter_shutdown_timeout=0.2)
+    batches = [_batch("w1", n, points=n + 1) for n in range(6)]
+    statuses: list[int] = []
+    counts: dict[str, ExporterCounts] = {}
+
+    async def scenario() -> None:
+        async with _running(service) as client:
+            responses = await asyncio.gather(*(_post(client, batch) for batch in batches))
+            statuses.extend(response.status_code for response in responses)
+            counts.update({eid: exporter.counts() for eid, exporter in service.exporters.items()})
+
+    asyncio.run(scenario())
+
+    accepted = [count_points(batch) for batch, status in zip(batches, statuses, strict=True) if status == 200]
+    assert sorted(set(statuses)) == [200, 503]
+    assert len(accepted) == counts["otlphttp"].queue_capacity == 2
+    assert counts["otlphttp"].queue_size == len(accepted)
+    assert counts["otlphttp"].enqueue_failed == 0  # nothing answered 200 was refused by the queue
+    assert counts["debug"].sent == sum(accepted)  # what was refused reached no exporter: no duplicate on retry
+
+
+def test_a_batch_an_exporter_refuses_is_kept_for_it_alone_and_sent_at_the_next_flush() -> None:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics as _encode
+
+    from otel_monitoring.sidecar.config import BatchConfig, OTLPHTTPExporterConfig
+    from otel_monitoring.sidecar.otlp_exporter import OTLPHTTPExporter
+    from otel_monitoring.sidecar.service import _MetricsPipeline
+    from processors import Pipeline
+
+    received: list[bytes] = []
+    client = httpx.Client(
+        transport=httpx.MockTransport(lambda request: received.append(request.content) or httpx.Response(200))
+    )
+    otlp_config = OTLPHTTPExporterConfig.model_validate(
+        {
+            "endpoint": "http://gateway:4318",
+            "compression": "none",
+            "sending_queue": {"queue_size": 1, "num_consumers": 1},
+        }
+    )
+    otlp = OTLPHTTPExporter(otlp_config, client=client)  # not started yet: its one slot stays taken
+    debug = DebugExporter(DebugExporterConfig())
+    pipeline = _MetricsPipeline(
+        "metrics",
+        Pipeline([]),
+        BatchConfig.model_validate({"send_batch_size": 1, "timeout": "1h"}),
+        Pipeline([]),
+        [("debug", debug), ("otlphttp", otlp)],
+        [],
+    )
+    first, second = _batch("w1", 1, points=2), _batch("w2", 5, points=3)
+    refused_meanwhile: list[str] = []
+
+    async def scenario() -> None:
+        pipeline.admit()
+        pipeline.admit()  # both admitted while the queue had room: the second flush finds it full
+        await pipeline.consume(first)
+        await pipeline.consume(second)
+        try:
+            pipeline.admit()
+        except ReceiverBusy as error:
+            refused_meanwhile.append(str(error))
+        otlp.start()
+        assert await asyncio.to_thread(otlp.flush, 10.0)
+        await pipeline.flush()  # the queue has room again: the kept batch goes
+        assert await asyncio.to_thread(otlp.flush, 10.0)
+        pipeline.admit()  # taking data again
+
+    asyncio.run(scenario())
+    otlp.shutdown(timeout=1.0)
+
+    assert refused_meanwhile and "refused" in refused_meanwhile[0]
+    assert received == [
+        bytes(_encode(first).SerializeToString()),
+        bytes(_encode(second).SerializeToString()),
+    ]
+    stats = otlp.stats()
+    assert stats.sent == count_points(first) + count_points(second)
+    assert stats.dropped == count_points(second)  # one refused offer (enqueue_failed), which the pipeline kept
+    assert debug.counts().sent == count_points(first) + count_points(second)  # not sent twice to debug
+
+
+def test_an_export_refused_without_batch_fails_the_request_so_the_sender_retries() -> None:
+    config = _config(
+        {"metrics": {"receivers": ["otlp"], "exporters": ["otlphttp"]}},
+        exporters={
+            "otlphttp": {
+                "endpoint": f"http://127.0.0.1:{free_port()}",  # nothing listens: the send fails
+                "sending_queue": {"enabled": False},  # sent in the pipeline's thread: False means not taken
+                "retry_on_failure": {"enabled": False},
+            }
+        },
+    )
+    service = _service(config, exporter_shutdown_timeout=0.2)
+    responses: list[httpx.Response] = []
+
+    async def scenario() -> None:
+        async with _running(service) as client:
+            responses.append(await _post(client, _batch("w1", 1)))
+
+    asyncio.run(scenario())
+
+    assert responses[0].status_code == 503 and responses[0].headers["retry-after"]
+    assert service.receivers["otlp"].stats.refused_points == 1
