@@ -198,3 +198,11 @@ def test_every_variable_settings_declares_is_documented() -> None:
         documented |= documented_variables(ROOT / "docs" / page, declared)
     assert declared - documented == set(), "add these variables to docs/settings.md"
     assert documented - declared == {settings_module.CONFIG_FILE_ENV}, "documented variables settings.py lacks"
+
+
+def test_docs_readme_lists_every_page() -> None:
+    index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(([^)]+\.md)\)", index))
+    pages = {page.name for page in (ROOT / "docs").glob("*.md")} - {"README.md"}
+    assert pages - linked == set(), "add these pages to docs/README.md"
+    assert linked - pages == set(), "docs/README.md links pages that do not exist"
