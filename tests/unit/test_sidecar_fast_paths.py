@@ -677,3 +677,87 @@ def test_sanitize_caches_tell_apart_equal_values_of_different_types(first: Any, 
         assert typed(sanitized(with_dicts, {"client_id": value})) == typed(
             sanitized(with_sets, AttributeSet({"client_id": value}))
         ), f"after {first!r}, {value!r}"
+
+
+# --- the decoder's points: instance dicts filled directly, or the constructor -----------------------------------
+
+
+def _request_with_every_point_kind() -> bytes:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    number = NumberDataPoint({"route": "/a", "code": 200}, START, START + SECOND, 7.5)
+    integer = NumberDataPoint({"route": "/b"}, START, START + SECOND, 3)
+    histogram = HistogramDataPoint({"route": "/a"}, START, START + SECOND, 3, 6.0, [1, 1, 1], [1.0, 2.0], 1.0, 3.0)
+    metrics = [
+        Metric("gauge", "", "1", Gauge([number])),
+        Metric("requests", "", "1", Sum([integer], CUMULATIVE, True)),
+        Metric("latency", "", "s", Histogram([histogram], CUMULATIVE)),
+    ]
+    scope = ScopeMetrics(InstrumentationScope("app"), metrics, "")
+    data = MetricsData([ResourceMetrics(Resource({"service.name": "shop"}), [scope], "")])
+    return bytes(encode_metrics(data).SerializeToString())
+
+
+def _decoded_points(body: bytes | None = None) -> list[Any]:
+    decoded = OTLPMetricsDecoder().decode_protobuf(body or _request_with_every_point_kind())
+    return [
+        point
+        for resource_metrics in decoded.data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        for point in metric.data.data_points
+    ]
+
+
+def test_decoded_points_equal_what_the_sdk_constructor_makes() -> None:
+    import dataclasses
+
+    from otel_monitoring.sidecar import otlp
+
+    assert otlp._FAST_POINTS  # the SDK pinned here has dict-backed points: the fast path is the one under test
+    points = _decoded_points()
+    assert {type(point) for point in points} == {NumberDataPoint, HistogramDataPoint}
+    for point in points:
+        built = type(point)(**{field.name: getattr(point, field.name) for field in dataclasses.fields(point)})
+        assert point == built and vars(point) == vars(built)
+
+
+def test_without_dict_backed_points_the_decoder_uses_the_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+
+    from otel_monitoring.sidecar import otlp
+
+    body = _request_with_every_point_kind()
+    fast = _decoded_points(body)
+    monkeypatch.setattr(otlp, "_FAST_POINTS", False)
+    constructed: list[type] = []
+    for cls in (NumberDataPoint, HistogramDataPoint):
+        original = cls.__init__
+
+        def counting_init(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            constructed.append(type(self))
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting_init)
+
+    slow = _decoded_points(body)
+
+    assert sorted(cls.__name__ for cls in constructed) == sorted(type(point).__name__ for point in slow)
+    assert slow == fast
+
+
+def test_a_slotted_or_changed_point_class_is_not_dict_backed() -> None:
+    import dataclasses
+
+    from otel_monitoring.sidecar import otlp
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class SlottedPoint:
+        value: int
+
+    @dataclasses.dataclass(frozen=True)
+    class PlainPoint:
+        value: int
+
+    assert not otlp._dict_backed(SlottedPoint, ("value",))
+    assert otlp._dict_backed(PlainPoint, ("value",))
+    assert not otlp._dict_backed(PlainPoint, ("value", "exemplars"))  # a field the fast path would not fill
