@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.alerting_support import wait_for
+from tests.alerting_support import start_program, wait_for
 from tests.e2e.conftest import start_debian_server
 from tests.ops_support import (
     PROMETHEUS_BINARY,
@@ -26,6 +28,7 @@ from tests.ops_support import (
     start_ops_stack,
 )
 from tests.sidecar_support import send_as_worker
+from tests.support import free_port
 
 # Alertmanager's rendered config gets a Slack channel, so no receiver is left without one.
 SETTINGS_ENVIRON = {"ALERT_SLACK_WEBHOOK": "http://127.0.0.1:9/services/T000/B000/doctor-test"}
@@ -197,3 +200,44 @@ def test_grafana_is_skipped_at_its_default_address_and_fails_when_its_url_is_set
     assert [(f["status"], f["check"]) for f in grafana] == [("fail", "health")]
     assert "GRAFANA_URL" in grafana[0]["fix"]
     assert status == 1
+
+
+def test_prometheus_behind_basic_auth_needs_the_credentials_variables(
+    stack: OpsStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bcrypt = pytest.importorskip("bcrypt")
+    web = tmp_path / "web.yml"
+    password_hash = bcrypt.hashpw(b"doctor-password", bcrypt.gensalt(rounds=4)).decode()
+    web.write_text(yaml.safe_dump({"basic_auth_users": {"doctor": password_hash}}), encoding="utf-8")
+    config = prometheus_config(stack.rules_dir, stack.alertmanager_url.removeprefix("http://"), stack.sidecar.target)
+    address = f"127.0.0.1:{free_port()}"
+    url = f"http://{address}"
+    argv = [str(PROMETHEUS_BINARY), *prometheus_args(config)(address, tmp_path), f"--web.config.file={web}"]
+
+    with start_program(argv, tmp_path / "prometheus.log", cwd=tmp_path):
+        # Up once it answers, which behind basic auth is a 401 without credentials.
+        wait_for(lambda: _status_of(f"{url}/-/healthy"), 1, 30.0, "secured Prometheus listening")
+        status, report = doctor_json(stack, capsys, "--only", "prometheus", OTEL_MONITORING_PROMETHEUS_URL=url)
+        [health] = report["findings"]
+        assert (status, health["status"], health["check"]) == (1, "fail", "health")
+        assert "HTTP 401" in health["detail"]
+        assert "OTEL_MONITORING_PROMETHEUS_USERNAME and OTEL_MONITORING_PROMETHEUS_PASSWORD" in health["fix"]
+
+        status, report = doctor_json(
+            stack,
+            capsys,
+            "--only",
+            "prometheus",
+            OTEL_MONITORING_PROMETHEUS_URL=url,
+            OTEL_MONITORING_PROMETHEUS_USERNAME="doctor",
+            OTEL_MONITORING_PROMETHEUS_PASSWORD="doctor-password",
+        )
+        checks = {f["check"]: f["status"] for f in report["findings"]}
+        assert checks["health"] == checks["rules"] == "ok"
+
+
+def _status_of(url: str) -> list[int]:
+    try:
+        return [httpx.get(url, timeout=1).status_code]
+    except httpx.HTTPError:
+        return []
