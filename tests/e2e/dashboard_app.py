@@ -5,10 +5,10 @@ engine, the httpx instrumentor, a named cache and the business API. System, proc
 with the embedded pipeline.
 
 Routes: ``GET /items/{id}`` (cache, then a SELECT), ``GET /report`` (a query that takes 20 ms, past the
-slow-query threshold of 10 ms), ``POST /generate`` (calls the "model provider" ``/provider/v1/chat`` over httpx on
-``localhost``, then records a generation, usage and a satisfaction score for the customer), ``PUT
-/fault?failing=true`` (the provider answers 503 and ``/generate`` answers 503 slowly: the failure episode),
-``GET /health``.
+slow-query threshold of 10 ms; a missing table during the failure episode), ``POST /generate`` (calls the "model
+provider" ``/provider/v1/chat`` over httpx on ``localhost``, then records a generation, usage, and a CSAT and an
+NPS answer for the customer), ``PUT /fault?failing=true`` (the provider answers 503 and ``/generate`` answers 503
+slowly: the failure episode), ``GET /health``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, insert, select, text
+from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
 from otel_monitoring import business, exporter, metrics
@@ -48,6 +49,9 @@ items = Table("items", tables, Column("id", Integer, primary_key=True), Column("
 tables.create_all(engine)
 with engine.begin() as connection:
     connection.execute(insert(items), [{"name": f"item-{number}"} for number in range(20)])
+
+REPORT = "SELECT count(*) FROM items WHERE pause(:s) = 0"
+REPORT_DURING_FAULT = "SELECT count(*) FROM items_archive WHERE pause(:s) = 0"
 
 item_cache = metrics.cache("items")
 _cached: dict[int, dict[str, object]] = {}
@@ -84,10 +88,15 @@ async def read_item(item_id: int) -> JSONResponse:
 
 
 @app.get("/report")
-async def report() -> dict[str, int]:
-    with engine.connect() as connection:
-        count = connection.execute(text("SELECT count(*) FROM items WHERE pause(:s) = 0"), {"s": 0.02}).scalar()
-    return {"items": int(count or 0)}
+async def report() -> JSONResponse:
+    # During the failure episode the report reads an archive table that is not there: a database error.
+    statement = REPORT_DURING_FAULT if fault.failing else REPORT
+    try:
+        with engine.connect() as connection:
+            count = connection.execute(text(statement), {"s": 0.02}).scalar()
+    except OperationalError:
+        return JSONResponse({"error": "report unavailable"}, status_code=500)
+    return JSONResponse({"items": int(count or 0)})
 
 
 @app.post("/provider/v1/chat")
@@ -121,6 +130,7 @@ async def generate(
         return JSONResponse({"error": "model provider unavailable"}, status_code=503)
     business.record_usage(client_id=client_id, feature="article_export", units=2)
     business.record_satisfaction(score, client_id=client_id, channel="web")
+    business.record_satisfaction(min(10, score * 2), client_id=client_id, channel="email", scale="nps")
     return JSONResponse({"text": "generated"})
 
 
