@@ -17,7 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 from otel_monitoring.alerting_cli import add_commands as _add_alerting_commands
+from otel_monitoring.dashboards_cli import add_commands as _add_dashboards_commands
+from otel_monitoring.deploy_cli import add_commands as _add_deploy_commands
+from otel_monitoring.docs_cli import add_commands as _add_docs_commands
 from otel_monitoring.metrics import MetricsRegistry
+from otel_monitoring.ops_cli import add_commands as _add_ops_commands
 from otel_monitoring.rules_cli import add_commands as _add_rules_commands
 from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings, render_settings
 from processors import PipelineConfigError, ProcessorContext, build_pipeline
@@ -192,7 +196,11 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     _add_alerting_commands,
     _add_collector_command,
     _add_config_command,
+    _add_dashboards_commands,
     _add_demo_command,
+    _add_deploy_commands,
+    _add_docs_commands,
+    _add_ops_commands,
     _add_rules_commands,
 )
 
