@@ -16,6 +16,7 @@ import concurrent.futures.thread  # noqa: F401
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -72,7 +73,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 SCOPE = InstrumentationScope("otel_monitoring", __version__)
-# How long a fork waits for a collection or export in flight (a stuck exporter then delays it, never blocks it).
+# How long a fork waits in all for the collections and exports in flight (a stuck exporter delays it, never blocks it).
 _FORK_LOCK_WAIT_SECONDS = 5.0
 
 
@@ -272,17 +273,38 @@ class Telemetry:
         A lock a parent thread holds at the fork stays held forever in the child, so a worker forked mid-export
         (opentelemetry-instrument gunicorn: the SDK starts in the master) would never export at all; seen in
         about 7 forks out of 10 in tests/integration/test_sidecar_many_workers.py. The SDK's own locks are
-        private, hence the guarded lookups; the bounded wait means a stuck exporter delays a fork, never blocks it.
+        private, hence the guarded lookups. One deadline bounds the wait for all the locks together, so a stuck
+        exporter delays a fork by ``_FORK_LOCK_WAIT_SECONDS`` at most, never blocks it; a lock not taken by then
+        is named in one warning, since the child may hang on it.
         """
-        locks = self.bridge.locks()  # taken before the SDK's lock by every collection: the same order here
+        # The bridge's locks are taken before the SDK's lock by every collection: the same order here.
+        locks = [
+            (f"collection lock {index} of the metrics bridge", lock) for index, lock in enumerate(self.bridge.locks())
+        ]
         consumer_lock = getattr(getattr(self.meter_provider, "_measurement_consumer", None), "_lock", None)
         if consumer_lock is not None:
-            locks.append(consumer_lock)
+            locks.append(("the SDK's measurement consumer lock", consumer_lock))
         for reader in self._readers:
             export_lock = getattr(reader, "_export_lock", None)
             if export_lock is not None:
-                locks.append(export_lock)
-        self._held_for_fork = [lock for lock in locks if lock.acquire(timeout=_FORK_LOCK_WAIT_SECONDS)]
+                locks.append((f"the export lock of {type(reader).__name__}", export_lock))
+        deadline = time.monotonic() + _FORK_LOCK_WAIT_SECONDS
+        held: list[threading.Lock] = []
+        missed: list[str] = []
+        for name, lock in locks:
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                held.append(lock)
+            else:
+                missed.append(name)
+        self._held_for_fork = held
+        if missed:
+            _logger.warning(
+                "pid %d forks while %s is still held after %gs (a collection or export in flight): the child may "
+                "hang when it collects metrics",
+                os.getpid(),
+                ", ".join(missed),
+                _FORK_LOCK_WAIT_SECONDS,
+            )
 
     def _release_locks_held_for_fork(self) -> None:
         for lock in reversed(self._held_for_fork):
