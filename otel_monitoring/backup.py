@@ -10,8 +10,8 @@ The archive is a ``.tar.gz`` holding ``manifest.json`` and these files:
 ``alertmanager/alertmanager.yml``  ``--alertmanager-config FILE``, else live from ``/api/v2/status``, else
                                    rendered from the settings (secrets as file references)
 ``grafana/dashboards/<uid>.json``  ``--dashboards DIR``, else live from Grafana (``/api/search`` and
-                                   ``/api/dashboards/uid/<uid>``), else rendered from code when
-                                   ``otel_monitoring.dashboards`` offers ``render_dashboards(settings)``
+                                   ``/api/dashboards/uid/<uid>``), else rendered from code
+                                   (``otel_monitoring.dashboards.build_dashboards``)
 ``settings.yaml``                  the effective settings, secrets masked
 =================================  ======================================================================
 
@@ -37,7 +37,6 @@ global:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -416,7 +415,7 @@ def _dashboards(collector: _Collector, api: _API, settings: Settings, sources: B
         if not dashboards:
             collector.skip("grafana/dashboards", f"{search}: no dashboards")
         return
-    rendered = _rendered_dashboards(settings)
+    rendered = _rendered_dashboards()
     if rendered is None:
         collector.skip("grafana/dashboards", f"{reason}; no dashboards rendered from code (pass --dashboards DIR)")
         return
@@ -425,22 +424,14 @@ def _dashboards(collector: _Collector, api: _API, settings: Settings, sources: B
         collector.add_text(f"grafana/dashboards/{_safe_name(uid)}.json", text, f"rendered from code ({reason})")
 
 
-def _rendered_dashboards(settings: Settings) -> Mapping[str, Any] | None:
-    """``{uid: dashboard JSON}`` from ``otel_monitoring.dashboards.render_dashboards(settings)`` when it exists."""
-    render = _dashboards_function("render_dashboards")
-    if render is None:
-        return None
-    result = render(settings)
-    return dict(result) if isinstance(result, Mapping) else None
-
-
-def _dashboards_function(name: str) -> Callable[..., Any] | None:
+def _rendered_dashboards() -> Mapping[str, Any] | None:
+    """``{uid: dashboard JSON}`` built by ``otel_monitoring.dashboards`` (None if it cannot be built here)."""
     try:
-        module = importlib.import_module("otel_monitoring.dashboards")
-    except ImportError:
+        from otel_monitoring.dashboards import build_dashboards
+
+        return build_dashboards()
+    except ImportError:  # grafana-foundation-sdk missing
         return None
-    function = getattr(module, name, None)
-    return function if callable(function) else None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -620,18 +611,26 @@ def restore_backup(
     return RestoreResult(manifest, written, dashboards)
 
 
-def push_dashboards(settings: Settings, dashboards: Mapping[str, Mapping[str, Any]]) -> int:
-    """Create or update ``dashboards`` in Grafana through ``otel_monitoring.dashboards.push_dashboards`` (the
-    ``dashboards push`` command's code); returns how many were pushed."""
-    push = _dashboards_function("push_dashboards")
-    if push is None:
-        raise BackupError(
-            "pushing dashboards needs otel_monitoring.dashboards.push_dashboards, which this version lacks; "
-            "the files are restored: provision grafana/dashboards/ instead"
-        )
-    try:
-        result = push(settings, dict(dashboards))
-    except Exception as error:  # any push failure becomes one line, secrets scrubbed
-        message = _scrub(f"{type(error).__name__}: {error}", secret_values(settings))
-        raise BackupError(f"pushing dashboards to {settings.grafana.url} failed: {message}") from None
-    return int(result) if isinstance(result, int) else len(dashboards)
+def push_dashboards(
+    settings: Settings,
+    dashboards: Mapping[str, Mapping[str, Any]],
+    *,
+    folder: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
+    """Create or update ``dashboards`` in Grafana (``grafana.url``, ``grafana.api_key``) into ``folder`` with the
+    code of ``otel-monitoring dashboards push``; returns how many were created or updated."""
+    from otel_monitoring.dashboards.grafana import GrafanaClient, GrafanaError
+    from otel_monitoring.dashboards.grafana import push_dashboards as push
+    from otel_monitoring.dashboards.provisioning import DEFAULT_FOLDER, folder_uid
+
+    if settings.grafana.api_key is None:
+        raise BackupError("GRAFANA_API_KEY (grafana.api_key) is not set: a Grafana service-account token is needed")
+    title = folder or DEFAULT_FOLDER
+    api_key = settings.grafana.api_key.get_secret_value()
+    with GrafanaClient(settings.grafana.url, api_key, transport=transport) as client:
+        try:
+            results = push(client, dashboards, folder_uid(title), title, message="otel-monitoring restore")
+        except GrafanaError as error:
+            raise BackupError(_scrub(str(error), secret_values(settings))) from None
+    return sum(1 for result in results if result.status != "unchanged")

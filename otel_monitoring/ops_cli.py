@@ -118,6 +118,9 @@ def add_commands(subparsers: _Subparsers) -> None:
     restore.add_argument("--force", action="store_true", help="overwrite files that exist")
     restore.add_argument("--verify-only", action="store_true", help="check the archive, write nothing")
     restore.add_argument("--push-dashboards", action="store_true", help="also create or update them in Grafana")
+    restore.add_argument(
+        "--folder", metavar="NAME", help="Grafana folder for --push-dashboards (default: otel-monitoring)"
+    )
     restore.set_defaults(func=_restore)
 
 
@@ -175,9 +178,9 @@ def _restore(args: argparse.Namespace) -> int:
     if args.push_dashboards:
         settings = _settings(args)
         try:
-            pushed = push_dashboards(settings, restored.dashboards)
+            pushed = push_dashboards(settings, restored.dashboards, folder=args.folder)
         except BackupError as error:
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return EXIT_FAILED
-        print(f"pushed {pushed} dashboards to {settings.grafana.url}")
+        print(f"pushed {pushed} of {len(restored.dashboards)} dashboards to {settings.grafana.url} (others unchanged)")
     return 0

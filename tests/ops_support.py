@@ -4,8 +4,8 @@
   Alertmanager (with a config rendered from settings) and Pushgateway, started as in tests/e2e/conftest.py.
 - The collector sidecar, ``otel-monitoring collector``, as a restartable subprocess.
 - :class:`GrafanaStandIn`: Grafana cannot run here (no Grafana server, no Docker engine), so a small HTTP server
-  plays the part of its HTTP API that doctor and backup use: ``/api/health``, ``/api/search`` and
-  ``/api/dashboards/uid/<uid>``, behind a bearer token.
+  plays the part of its HTTP API that doctor, backup and restore use: ``/api/health``, ``/api/search``,
+  ``/api/dashboards/uid/<uid>``, folders and ``/api/dashboards/db``, behind a bearer token.
 """
 
 from __future__ import annotations
@@ -82,13 +82,16 @@ def sample_dashboard(uid: str, title: str, expr: str) -> dict[str, Any]:
 
 
 class GrafanaStandIn:
-    """Grafana's HTTP API as doctor and backup read it; every call but ``/api/health`` needs ``Bearer <api_key>``."""
+    """Grafana's HTTP API as doctor, backup and restore use it: health, search, dashboards by UID, folders and
+    saving a dashboard (``/api/dashboards/db``). Every call but ``/api/health`` needs ``Bearer <api_key>``."""
 
     def __init__(self, api_key: str, dashboards: Mapping[str, dict[str, Any]], folder: str = "AIAgency") -> None:
         self.api_key = api_key
         self.dashboards = dict(dashboards)
         self.folder = folder
         self.requests: list[tuple[str, str | None]] = []
+        self.folders: dict[str, str] = {}
+        self.dashboard_folders = dict.fromkeys(dashboards, "aiagency")
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -107,9 +110,33 @@ class GrafanaStandIn:
                     return self._reply(200, found)
                 uid = path.removeprefix("/api/dashboards/uid/")
                 if path.startswith("/api/dashboards/uid/") and uid in stand_in.dashboards:
-                    meta = {"folderTitle": stand_in.folder, "slug": uid}
+                    folder_uid = stand_in.dashboard_folders.get(uid, "")
+                    meta = {"folderTitle": stand_in.folder, "folderUid": folder_uid, "slug": uid}
                     return self._reply(200, {"dashboard": stand_in.dashboards[uid], "meta": meta})
-                return self._reply(404, {"message": "Dashboard not found"})
+                folder = path.removeprefix("/api/folders/")
+                if path.startswith("/api/folders/") and folder in stand_in.folders:
+                    return self._reply(200, {"uid": folder, "title": stand_in.folders[folder]})
+                return self._reply(404, {"message": "Not found"})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                stand_in.requests.append((self.path, self.headers.get("Authorization")))
+                if self.headers.get("Authorization") != f"Bearer {stand_in.api_key}":
+                    return self._reply(401, {"message": "Unauthorized"})
+                if self.path == "/api/folders":
+                    stand_in.folders[body["uid"]] = body["title"]
+                    return self._reply(200, {"uid": body["uid"], "title": body["title"]})
+                if self.path == "/api/dashboards/db":
+                    dashboard = dict(body["dashboard"])
+                    uid = dashboard["uid"]
+                    dashboard["version"] = int(stand_in.dashboards.get(uid, {}).get("version", 0)) + 1
+                    stand_in.dashboards[uid] = dashboard
+                    stand_in.dashboard_folders[uid] = body.get("folderUid", "")
+                    url = f"/d/{uid}/{uid}"
+                    return self._reply(
+                        200, {"uid": uid, "version": dashboard["version"], "url": url, "status": "success"}
+                    )
+                return self._reply(404, {"message": "Not found"})
 
             def _reply(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode()

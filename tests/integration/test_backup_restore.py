@@ -179,3 +179,22 @@ def test_backup_reads_grafana_with_the_api_key_and_records_the_folder(stack: Bac
         assert sources[f"grafana/dashboards/{uid}.json"] == f"grafana {stack.grafana.url} (folder AIAgency)"
     authorized = [auth for path, auth in stack.grafana.requests if path.startswith("/api/dashboards/uid/")]
     assert authorized and set(authorized) == {f"Bearer {GRAFANA_SECRET}"}
+
+
+def test_restore_pushes_the_archived_dashboards_to_an_empty_grafana(
+    stack: BackupStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "monitoring.tar.gz"
+    assert backup(stack, archive) == 0
+    with grafana_stand_in(GRAFANA_SECRET, {}) as empty:
+        environ = {"GRAFANA_URL": empty.url, "GRAFANA_API_KEY": GRAFANA_SECRET}
+        argv = ["restore", "--from", str(archive), "--to", str(tmp_path / "restored"), "--push-dashboards"]
+        assert run_ops_cli([*argv, "--folder", "AIAgency"], environ) == 0
+
+        assert set(empty.dashboards) == set(DASHBOARDS)
+        for uid, model in DASHBOARDS.items():
+            pushed = {key: value for key, value in empty.dashboards[uid].items() if key not in ("id", "version")}
+            assert pushed == model
+        assert empty.folders == {"aiagency": "AIAgency"}
+        assert set(empty.dashboard_folders.values()) == {"aiagency"}
+    assert f"pushed {len(DASHBOARDS)} of {len(DASHBOARDS)} dashboards" in capsys.readouterr().out

@@ -23,6 +23,7 @@ from otel_monitoring.backup import (
     mask_secrets,
     restore_backup,
 )
+from otel_monitoring.dashboards import DASHBOARD_UIDS
 from otel_monitoring.rules.pack import builtin_groups
 from otel_monitoring.rules.render import file_name
 from otel_monitoring.settings import MASK, load_settings
@@ -70,6 +71,10 @@ def test_with_no_server_answering_rules_and_alertmanager_are_rendered_from_code(
         assert b"unit-slack-secret" not in data
         assert GRAFANA_KEY.encode() not in data
     assert manifest.created == "2026-11-05T12:00:00+00:00"
+    # Dashboards: Grafana did not answer, so the dashboards as code are archived.
+    dashboards = {path for path, source in sources.items() if path.startswith("grafana/dashboards/")}
+    assert dashboards == {f"grafana/dashboards/{uid}.json" for uid in DASHBOARD_UIDS}
+    assert all(sources[path].startswith("rendered from code") for path in dashboards)
 
 
 def test_the_manifest_in_the_archive_lists_every_file_with_its_sha256(
