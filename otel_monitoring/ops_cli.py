@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING
 
-__all__ = ["add_commands"]
-
-PROG = "otel-monitoring"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from otel_monitoring._cli_common import (
+    EXIT_FAILURE,
+    config_option,
+    failure,
+    load_command_settings,
+    usage_error,
+)
 
 if TYPE_CHECKING:
-    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    from otel_monitoring._cli_common import Subparsers
 
-
-def _config_option() -> argparse.ArgumentParser:
-    # As the CLI's own commands: --config after the command must not overwrite one given before it.
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML settings file")
-    return parent
+__all__ = ["add_commands"]
 
 
 def _positive_seconds(text: str) -> float:
@@ -54,7 +51,7 @@ def _components(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def add_commands(subparsers: _Subparsers) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     """Add ``doctor``, ``backup`` and ``restore`` to the CLI's subparsers."""
     doctor = subparsers.add_parser(
         "doctor",
@@ -63,7 +60,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         "Alertmanager is connected and samples are recent; print the likely cause and fix of each failure. "
         "Exit 0 when everything checked is healthy, 1 when something is wrong, 2 on bad input. "
         "See docs/doctor.md.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     doctor.add_argument(
         "--only",
@@ -92,7 +89,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         "config and rules, Alertmanager's config, Grafana's dashboards and the settings, secrets masked. Live "
         "from the servers when they answer, else rendered from code; --prometheus-config, --rules, "
         "--alertmanager-config and --dashboards take files instead. See docs/backup.md.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     backup.add_argument("--out", metavar="FILE", required=True, help="archive to write (.tar.gz)")
     backup.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -111,7 +108,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         description="Check every file of a backup against the manifest's sha256, then write them under --to. "
         "Existing files are not overwritten without --force. With --push-dashboards, dashboards also go to "
         "Grafana (GRAFANA_URL, GRAFANA_API_KEY).",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     restore.add_argument("--from", dest="archive", metavar="FILE", required=True, help="backup archive")
     restore.add_argument("--to", metavar="DIR", default=".", help="directory to write into (default: .)")
@@ -124,30 +121,19 @@ def add_commands(subparsers: _Subparsers) -> None:
     restore.set_defaults(func=_restore)
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from otel_monitoring.cli import load_command_settings
-
-    return load_command_settings(args)
-
-
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def _doctor(args: argparse.Namespace) -> int:
     from otel_monitoring.doctor import run_doctor
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     report = run_doctor(settings, only=args.only, timeout=args.timeout, max_sample_age=args.max_sample_age)
     sys.stdout.write(report.to_json() + "\n" if args.json else report.render_text())
-    return 0 if report.ok else EXIT_FAILED
+    return 0 if report.ok else EXIT_FAILURE
 
 
 def _backup(args: argparse.Namespace) -> int:
     from otel_monitoring.backup import BackupError, BackupSources, create_backup
 
-    settings = _settings(args)
+    settings = load_command_settings(args)
     sources = BackupSources(
         prometheus_config=args.prometheus_config,
         rules_dir=args.rules,
@@ -157,7 +143,7 @@ def _backup(args: argparse.Namespace) -> int:
     try:
         manifest = create_backup(settings, args.out, sources=sources, overwrite=args.force, timeout=args.timeout)
     except BackupError as error:
-        return _error(str(error))
+        return usage_error(str(error))
     for line in manifest.summary_lines():
         print(line)
     print(f"wrote {args.out} ({len(manifest.files)} files)")
@@ -170,17 +156,16 @@ def _restore(args: argparse.Namespace) -> int:
     try:
         restored = restore_backup(args.archive, args.to, overwrite=args.force, verify_only=args.verify_only)
     except BackupError as error:
-        return _error(str(error))
+        return usage_error(str(error))
     if args.verify_only:
         print(f"{args.archive}: {len(restored.manifest.files)} files, every checksum matches")
         return 0
     print(f"restored {len(restored.written)} files into {args.to} (checksums verified)")
     if args.push_dashboards:
-        settings = _settings(args)
+        settings = load_command_settings(args)
         try:
             pushed = push_dashboards(settings, restored.dashboards, folder=args.folder)
         except BackupError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return EXIT_FAILED
+            return failure(str(error))
         print(f"pushed {pushed} of {len(restored.dashboards)} dashboards to {settings.grafana.url} (others unchanged)")
     return 0
