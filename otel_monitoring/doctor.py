@@ -447,6 +447,8 @@ def _check_load(http: _HTTP, rules: _RuleCounts | None) -> list[Finding]:
     head = (http.api("api/v1/status/tsdb") or {}).get("headStats", {})
     series = int(head.get("numSeries", 0))
     retention = (http.api("api/v1/status/flags") or {}).get("storage.tsdb.retention.time", "?")
+    if retention == "0s":  # flag unset: Prometheus keeps its default
+        retention = "15d (default)"
     detail = f"{series} head series, retention {retention}"
     if series > _MANY_SERIES:
         findings.append(
@@ -540,6 +542,11 @@ _CHANNEL_KEYS = ("email_configs", "slack_configs", "pagerduty_configs", "webhook
                  "discord_configs", "webex_configs", "msteams_configs")  # fmt: skip
 
 
+# Receivers that deliver nowhere on purpose: the usual name for a drop, and the rendered config's heartbeat
+# receiver, which drops the always-firing Watchdog when no heartbeat URL is set (docs/alertmanager.md).
+_DROP_RECEIVERS = frozenset({"null", "blackhole", "heartbeat"})
+
+
 def _unroutable_receivers(config_text: str) -> list[str]:
     """Receivers some route uses that have no channel: their alerts are delivered nowhere."""
     try:
@@ -549,7 +556,7 @@ def _unroutable_receivers(config_text: str) -> list[str]:
     empty = {
         receiver.get("name", "?")
         for receiver in config.get("receivers") or []
-        if not any(receiver.get(key) for key in _CHANNEL_KEYS)
+        if not any(receiver.get(key) for key in _CHANNEL_KEYS) and receiver.get("name") not in _DROP_RECEIVERS
     }
     used: set[str] = set()
 

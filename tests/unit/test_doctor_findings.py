@@ -83,12 +83,15 @@ route:
       receiver: critical
     - matchers: ['severity="info"']
       receiver: info
+    - matchers: ['alertname="Watchdog"']
+      receiver: "null"
 receivers:
   - name: warning
   - name: critical
     slack_configs: [{channel: '#alerts'}]
   - name: info
   - name: unused
+  - name: "null"
 """
     assert doctor._unroutable_receivers(config) == ["info", "warning"]
 
