@@ -1237,7 +1237,8 @@ _DEFAULTS: dict[str, Any] = {path: leaf.default for path, leaf in _LEAVES.items(
 
 def process_environment() -> Mapping[str, str]:
     """The process's environment variables, for the modules that expand ``${env:VAR}`` in their own files (the
-    sidecar's config); every other reading of the environment happens here."""
+    sidecar's config) or build a child process's environment from it (the demo); every other reading of the
+    environment happens here."""
     return os.environ
 
 
