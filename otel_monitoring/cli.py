@@ -11,55 +11,24 @@ turns it into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
+from otel_monitoring._cli_common import EXIT_USAGE, PROG, config_option, load_command_settings
 from otel_monitoring.alerting_cli import add_commands as _add_alerting_commands
 from otel_monitoring.dashboards_cli import add_commands as _add_dashboards_commands
 from otel_monitoring.deploy_cli import add_commands as _add_deploy_commands
 from otel_monitoring.docs_cli import add_commands as _add_docs_commands
-from otel_monitoring.metrics import MetricsRegistry
 from otel_monitoring.ops_cli import add_commands as _add_ops_commands
 from otel_monitoring.rules_cli import add_commands as _add_rules_commands
-from otel_monitoring.settings import CONFIG_FILE_ENV, Settings, SettingsError, load_settings, render_settings
-from processors import PipelineConfigError, ProcessorContext, build_pipeline
+from otel_monitoring.settings import SettingsError, render_settings
+from processors import PipelineConfigError
 
 __all__ = ["load_command_settings", "main", "make_parser"]
 
-PROG = "otel-monitoring"
-EXIT_USAGE = 2  # argparse's status for bad usage; bad configuration is a usage error too
-
 if TYPE_CHECKING:
     _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def load_command_settings(args: argparse.Namespace) -> Settings:
-    """Settings for a command: ``--config`` (else ``$OTEL_MONITORING_CONFIG``) and the environment, strictly.
-
-    The processing pipeline is built once too, so a bad processor config fails here, before anything starts.
-    """
-    environ: Mapping[str, str] | None = getattr(args, "environ", None)
-    settings = load_settings(getattr(args, "config", None), environ=environ, strict=True)
-    processing = settings.processing
-    # A stand-in key: this build only checks the config, and must not warn that no key is set.
-    check = ProcessorContext(registry=MetricsRegistry(), secrets={"pseudonym_key": secrets.token_hex(16)})
-    build_pipeline(processing.processors, processing.pipeline, check).shutdown()
-    return settings
-
-
-def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
-    # --config is accepted before or after the command. On subcommands its default is SUPPRESS so an absent
-    # option there does not overwrite a value given before the command.
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None if top_level else argparse.SUPPRESS,
-        help=f"YAML settings file (default: ${CONFIG_FILE_ENV})",
-    )
-    return parent
 
 
 def _add_config_command(subparsers: _Subparsers) -> None:
@@ -67,14 +36,14 @@ def _add_config_command(subparsers: _Subparsers) -> None:
         "config",
         help="inspect settings",
         description="Inspect the effective settings.",
-        parents=[_common_options(top_level=False)],
+        parents=[config_option(top_level=False)],
     )
     actions = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = actions.add_parser(
         "show",
         help="print the effective settings as YAML, secrets masked",
         description="Print the effective settings (defaults < config file < environment) as YAML, secrets masked.",
-        parents=[_common_options(top_level=False)],
+        parents=[config_option(top_level=False)],
     )
     show.add_argument(
         "--sources", action="store_true", help="add a comment saying where each non-default value came from"
@@ -96,7 +65,7 @@ def _add_demo_command(subparsers: _Subparsers) -> None:
         "Prometheus, Alertmanager and Pushgateway on 127.0.0.1, drive traffic with a failure episode and show "
         "requests per second, p95 latency, error rate, costs per customer and alerts live (docs/demo.md). Stops "
         "on Ctrl-C or after --duration and leaves nothing running.",
-        parents=[_common_options(top_level=False)],
+        parents=[config_option(top_level=False)],
     )
     demo.add_argument(
         "--duration",
@@ -210,7 +179,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Monitoring for Python web services on OpenTelemetry.",
-        parents=[_common_options(top_level=True)],
+        parents=[config_option(top_level=True)],
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in _COMMANDS:

@@ -15,27 +15,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
-from otel_monitoring.settings import CONFIG_FILE_ENV, SettingsError
-
-__all__ = ["add_commands"]
-
-PROG = "otel-monitoring"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from otel_monitoring._cli_common import EXIT_FAILURE, EXIT_USAGE, PROG, config_option, load_command_settings
+from otel_monitoring.settings import SettingsError
 
 if TYPE_CHECKING:
-    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    from otel_monitoring._cli_common import Subparsers
 
-
-def _config_option() -> argparse.ArgumentParser:
-    # As the CLI's other commands: --config after the command must not overwrite one given before it.
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--config", metavar="FILE", default=argparse.SUPPRESS, help=f"YAML settings file (default: ${CONFIG_FILE_ENV})"
-    )
-    return parent
+__all__ = ["add_commands"]
 
 
 def _password_option(parser: argparse.ArgumentParser) -> None:
@@ -47,14 +35,14 @@ def _password_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_commands(subparsers: _Subparsers) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     """Add ``deploy render``, ``deploy web-config`` and ``deploy grafana-org`` to the CLI's subparsers."""
     deploy = subparsers.add_parser(
         "deploy",
         help="render the deployable stack (compose, Kubernetes) from settings",
         description="The deployable stack (docs/deploy.md): docker compose and Kubernetes manifests with "
         "Prometheus, Alertmanager and Grafana provisioning, rendered from settings.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     actions = deploy.add_subparsers(dest="deploy_command", metavar="ACTION", required=True)
     render = actions.add_parser(
@@ -63,7 +51,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         description="Write compose/ and kubernetes/ under --out from settings: the service with its sidecar, "
         "Prometheus (rules from the rule pack, retention from prometheus.retention_days), Alertmanager (from the "
         "alerting settings, secrets as files), Pushgateway, the alert relay and Grafana. No secret is written.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     render.add_argument("--out", metavar="DIR", default="deploy", help="directory to write into (default: deploy)")
     render.set_defaults(func=_render)
@@ -97,7 +85,6 @@ def _usage_error(message: str) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from otel_monitoring.alerts import AppRulesError
-    from otel_monitoring.cli import load_command_settings  # late: the CLI module imports this one
     from otel_monitoring.deploy import render_deploy, stale_files, write_deploy
     from otel_monitoring.rules.loading import RuleFileError
 

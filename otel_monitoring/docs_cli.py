@@ -13,19 +13,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
+
+from otel_monitoring._cli_common import EXIT_USAGE, PROG
+
+if TYPE_CHECKING:
+    from otel_monitoring._cli_common import Subparsers
 
 __all__ = ["add_commands"]
 
-PROG = "otel-monitoring"
 EXIT_FOUND = 1
-EXIT_USAGE = 2
-
-if TYPE_CHECKING:
-    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def add_commands(subparsers: _Subparsers) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     """Add ``metrics catalog`` and ``lint`` to the CLI's subparsers."""
     metrics = subparsers.add_parser(
         "metrics",
