@@ -10,24 +10,14 @@ or sent to Grafana's HTTP API (``GRAFANA_URL``, ``GRAFANA_API_KEY``) into a fold
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING
 
-__all__ = ["add_commands"]
-
-PROG = "otel-monitoring"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from otel_monitoring._cli_common import config_option, failure, load_command_settings, usage_error
 
 if TYPE_CHECKING:
-    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    from otel_monitoring._cli_common import Subparsers
 
-
-def _config_option() -> argparse.ArgumentParser:
-    # As the CLI's own commands: --config after the command must not overwrite one given before it.
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML settings file")
-    return parent
+__all__ = ["add_commands"]
 
 
 def _folder_option() -> argparse.ArgumentParser:
@@ -40,7 +30,7 @@ def _folder_option() -> argparse.ArgumentParser:
     return parent
 
 
-def add_commands(subparsers: _Subparsers) -> None:
+def add_commands(subparsers: Subparsers) -> None:
     """Add ``dashboards render`` and ``dashboards push`` to the CLI's subparsers."""
     from otel_monitoring.dashboards.provisioning import DEFAULT_PROVISIONING_PATH
 
@@ -48,7 +38,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         "dashboards",
         help="render or push the Grafana dashboards",
         description="The nine otel-monitoring dashboards (docs/dashboards.md) as Grafana JSON.",
-        parents=[_config_option()],
+        parents=[config_option()],
     )
     actions = dashboards.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
     render = actions.add_parser(
@@ -56,7 +46,7 @@ def add_commands(subparsers: _Subparsers) -> None:
         help="write one JSON file per dashboard and a provisioning provider file",
         description="Write <uid>.json for every dashboard and dashboards.yaml (a Grafana dashboard provider "
         "reading them) into --out.",
-        parents=[_config_option(), _folder_option()],
+        parents=[config_option(), _folder_option()],
     )
     render.add_argument("--out", metavar="DIR", required=True, help="directory to write into (created if missing)")
     render.add_argument(
@@ -71,20 +61,9 @@ def add_commands(subparsers: _Subparsers) -> None:
         help="create or update the dashboards in Grafana (GRAFANA_URL, GRAFANA_API_KEY)",
         description="Create the folder if missing, then save each dashboard that differs from Grafana's copy "
         "(POST /api/dashboards/db, overwrite). A dashboard already up to date is reported unchanged.",
-        parents=[_config_option(), _folder_option()],
+        parents=[config_option(), _folder_option()],
     )
     push.set_defaults(func=_push)
-
-
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from otel_monitoring.cli import load_command_settings
-
-    return load_command_settings(args)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -92,12 +71,12 @@ def _render(args: argparse.Namespace) -> int:
     from otel_monitoring.dashboards.provisioning import write_dashboards
 
     if not args.folder.strip():
-        return _error("--folder: must not be empty")
+        return usage_error("--folder: must not be empty")
     dashboards = build_dashboards()
     try:
         written = write_dashboards(args.out, dashboards, folder=args.folder, provisioning_path=args.provisioning_path)
     except OSError as error:
-        return _error(f"--out {args.out}: {error.strerror or error}")
+        return usage_error(f"--out {args.out}: {error.strerror or error}")
     panels = sum(len([p for p in d["panels"] if p["type"] != "row"]) for d in dashboards.values())
     print(f"wrote {len(written)} files ({len(dashboards)} dashboards, {panels} panels) to {args.out}")
     return 0
@@ -109,17 +88,16 @@ def _push(args: argparse.Namespace) -> int:
     from otel_monitoring.dashboards.provisioning import folder_uid
 
     if not args.folder.strip():
-        return _error("--folder: must not be empty")
-    settings = _settings(args)
+        return usage_error("--folder: must not be empty")
+    settings = load_command_settings(args)
     if settings.grafana.api_key is None:
-        return _error("GRAFANA_API_KEY (grafana.api_key) is not set: a Grafana service-account token is needed")
+        return usage_error("GRAFANA_API_KEY (grafana.api_key) is not set: a Grafana service-account token is needed")
     url = str(settings.grafana.url)
     with GrafanaClient(url, settings.grafana.api_key.get_secret_value()) as client:
         try:
             results = push_dashboards(client, build_dashboards(), folder_uid(args.folder), args.folder)
         except GrafanaError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return EXIT_FAILED
+            return failure(str(error))
     for result in results:
         version = f" (version {result.version})" if result.version is not None else ""
         print(f"{result.status:<9} {result.uid}{version}")
