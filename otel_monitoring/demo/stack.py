@@ -289,8 +289,9 @@ class DemoStack:
 
     def _prometheus_config(self, data: Path, ports: Mapping[str, int]) -> dict[str, Any]:
         scrape = [
-            # honor_labels: the sidecar's `job` is the service's name; without it Prometheus renames it exported_job.
-            {"job_name": "sidecar", "honor_labels": True,
+            # Named after the service, as a ServiceMonitor names it, so `up{job="content-api"}` is the service's
+            # target; honor_labels keeps the sidecar's own `job` (the same name) instead of renaming it exported_job.
+            {"job_name": SERVICE, "honor_labels": True,
              "static_configs": [{"targets": [f"127.0.0.1:{ports['sidecar']}"]}]},
         ]  # fmt: skip
         if self.pushgateway_url is not None:

@@ -409,16 +409,9 @@ def test_the_alert_annotation_query_finds_firing_alerts(stack: Stack) -> None:
 
 # --- The demo's own stack (otel_monitoring.demo.DemoStack) -------------------------------------------------------
 
-_DEMO_SCRAPES_THE_SIDECAR = (
-    "the demo's Prometheus scrapes the sidecar under job 'sidecar': honor_labels keeps job=content-api on the "
-    "series it relays, but up carries the scrape job's name"
-)
 _DEMO_NOT_IN_KUBERNETES = "the demo sets no K8S_* downward-API variables"
 NO_DATA_IN_DEMO: dict[tuple[str, str, str], str] = {
     **NO_DATA_HERE,
-    ("system-overview", "Targets up", "A"): _DEMO_SCRAPES_THE_SIDECAR,
-    ("app-overview", "Targets up", "A"): _DEMO_SCRAPES_THE_SIDECAR,
-    ("app-overview", "Service status", "A"): _DEMO_SCRAPES_THE_SIDECAR,
     ("system-resources", "CPU against request and limit", "B"): _DEMO_NOT_IN_KUBERNETES,
     ("system-resources", "CPU against request and limit", "C"): _DEMO_NOT_IN_KUBERNETES,
     ("system-resources", "Memory against request and limit", "B"): _DEMO_NOT_IN_KUBERNETES,
