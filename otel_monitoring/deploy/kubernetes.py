@@ -219,7 +219,16 @@ def service_monitor(settings: Settings) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": _labels(settings)},
             "jobLabel": "otel-monitoring/job",
-            "endpoints": [{"port": METRICS_PORT_NAME, "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}],
+            # honorLabels: the sidecar's series carry the service's `job` already (the jobLabel's value too).
+            "endpoints": [
+                {
+                    "port": METRICS_PORT_NAME,
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "scrapeTimeout": "10s",
+                    "honorLabels": True,
+                }
+            ],
         },
     }
 

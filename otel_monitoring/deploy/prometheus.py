@@ -66,8 +66,13 @@ def prometheus_config(settings: Settings, *, username: str) -> dict[str, Any]:
         "rule_files": ["rules/*.rules.yml"],
         "alerting": {"alertmanagers": [{"static_configs": target("alertmanager", "alertmanager")}]},
         "scrape_configs": [
-            # The sidecar sums every worker of the service into one target (docs/sidecar.md).
-            {"job_name": settings.service.name, "static_configs": target("sidecar", "sidecar_metrics")},
+            # The sidecar sums every worker of the service into one target (docs/sidecar.md). Its series carry the
+            # service's own `job` (the same name): honor_labels keeps it rather than adding an exported_job copy.
+            {
+                "job_name": settings.service.name,
+                "honor_labels": True,
+                "static_configs": target("sidecar", "sidecar_metrics"),
+            },
             # Pushed series carry their own job and instance: keep them (honor_labels).
             {"job_name": "pushgateway", "honor_labels": True, "static_configs": target("pushgateway", "pushgateway")},
             {"job_name": "alertmanager", "static_configs": target("alertmanager", "alertmanager")},

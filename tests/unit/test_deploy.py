@@ -359,6 +359,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                                     "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
                                 },
                                 "scrapeTimeout": {"type": "string"},
+                                "honorLabels": {"type": "boolean"},
                             },
                         },
                     },
