@@ -496,12 +496,15 @@ class _MetricsPipeline:
 
     def _export_after_batch(self, data: MetricsData) -> None:
         was_refusing = bool(self._unsent)
+        # Built aside and assigned once at the end: admit() reads _unsent on the event loop meanwhile, and must
+        # not see this batch as refused while it is still being exported.
+        to_send = list(self._unsent)
         if data.resource_metrics:
             processed = self.after.process(data)
-            self._unsent.extend((exporter_id, exporter, processed) for exporter_id, exporter in self.exporters)
+            to_send.extend((exporter_id, exporter, processed) for exporter_id, exporter in self.exporters)
         kept: list[tuple[str, MetricsExporter, MetricsData]] = []
         refusing: set[str] = set()
-        for exporter_id, exporter, batch in self._unsent:
+        for exporter_id, exporter, batch in to_send:
             # An exporter that refuses one batch gets none of the later ones this time: its order is kept.
             if exporter_id in refusing or not self._export_one(exporter_id, exporter, batch, reserved=False):
                 refusing.add(exporter_id)

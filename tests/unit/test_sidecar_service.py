@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -599,3 +600,33 @@ def test_an_export_refused_without_batch_fails_the_request_so_the_sender_retries
 
     assert responses[0].status_code == 503 and responses[0].headers["retry-after"]
     assert service.receivers["otlp"].stats.refused_points == 1
+
+
+def test_requests_arriving_while_a_batch_is_exported_are_admitted() -> None:
+    # The batch is exported in a worker thread while the event loop admits the next requests: a batch still being
+    # exported must not look like one an exporter refused.
+    config = _config(
+        {"metrics": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["prometheus"]}},
+        processors={"batch": None},
+        exporters={"prometheus": {"endpoint": "127.0.0.1:0"}},
+    )
+    pipeline = _service(config).pipelines["metrics"]
+    (_, exporter) = pipeline.exporters[0]
+    exporting, finish = threading.Event(), threading.Event()
+    export = exporter.export
+
+    def slow_export(data: MetricsData, *, reserved: bool = False) -> bool:
+        exporting.set()
+        finish.wait(5)
+        return export(data, reserved=reserved)
+
+    exporter.export = slow_export  # type: ignore[method-assign]
+    flush = threading.Thread(target=pipeline._export_after_batch, args=(_batch("w1", 5),))
+    flush.start()
+    try:
+        assert exporting.wait(5)
+        pipeline.admit()  # raises ReceiverBusy if the batch in flight looks refused
+    finally:
+        finish.set()
+        flush.join()
+    pipeline.admit()
