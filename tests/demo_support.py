@@ -16,16 +16,26 @@ class Descendants:
 
     def __init__(self) -> None:
         self.seen: dict[int, float] = {}
+        self._before: set[tuple[int, float]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    @staticmethod
+    def _children() -> set[tuple[int, float]]:
+        found = set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found.add((child.pid, child.create_time()))
+        return found
+
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            for child in psutil.Process().children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    self.seen.setdefault(child.pid, child.create_time())
+            for pid, created in self._children() - self._before:
+                self.seen.setdefault(pid, created)
 
     def __enter__(self) -> Descendants:
+        # Processes already running (servers of session fixtures started by other tests) are not this block's.
+        self._before = self._children()
         self._thread.start()
         return self
 
