@@ -1089,12 +1089,12 @@ class _Entry:
 
 
 # user:password@ in a URL (a Pushgateway behind basic auth, say) is a secret even in a plain URL setting.
-_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)[^@/\s]*@")
+_URL_PASSWORD = re.compile(r"(//[^/@:\s]*:)([^@/\s]*)@")
 
 
 def hide_url_password(text: str) -> str:
     """``http://user:secret@host`` -> ``http://user:********@host``, for anything printed or logged."""
-    return _URL_PASSWORD.sub(r"\1" + MASK + "@", text)
+    return _URL_PASSWORD.sub(r"\g<1>" + MASK + "@", text)
 
 
 def _show(value: Any) -> str:
@@ -1326,11 +1326,8 @@ def secret_values(settings: Settings) -> list[str]:
         elif leaf.secret and isinstance(value, dict):
             found += [str(item) for item in value.values()]
         elif isinstance(value, str):
-            found += [match.group(2) for match in _URL_PASSWORD_PARTS.finditer(value)]
+            found += [match.group(2) for match in _URL_PASSWORD.finditer(value)]
     return [value for value in dict.fromkeys(found) if value]
-
-
-_URL_PASSWORD_PARTS = re.compile(r"(//[^/@:\s]*:)([^@/\s]*)@")
 
 
 class _RenderDumper(yaml.SafeDumper):
