@@ -92,8 +92,7 @@ def _push(args: argparse.Namespace) -> int:
     settings = load_command_settings(args)
     if settings.grafana.api_key is None:
         return usage_error("GRAFANA_API_KEY (grafana.api_key) is not set: a Grafana service-account token is needed")
-    url = str(settings.grafana.url)
-    with GrafanaClient(url, settings.grafana.api_key.get_secret_value()) as client:
+    with GrafanaClient(str(settings.grafana.url), settings.grafana.api_key.get_secret_value()) as client:
         try:
             results = push_dashboards(client, build_dashboards(), folder_uid(args.folder), args.folder)
         except GrafanaError as error:
@@ -103,5 +102,5 @@ def _push(args: argparse.Namespace) -> int:
         print(f"{result.status:<9} {result.uid}{version}")
     counts = {status: sum(r.status == status for r in results) for status in ("created", "updated", "unchanged")}
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
-    print(f"{summary} in folder {args.folder!r} at {url.rstrip('/')}")
+    print(f"{summary} in folder {args.folder!r} at {client.url}")
     return 0

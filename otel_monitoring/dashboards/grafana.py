@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import httpx
 
+from otel_monitoring.settings import hide_url_password
+
 __all__ = ["GrafanaClient", "GrafanaError", "PushResult", "dashboard_fingerprint", "push_dashboards"]
 
 PushStatus = Literal["created", "updated", "unchanged"]
@@ -55,9 +57,8 @@ class GrafanaClient:
     def __init__(
         self, url: str, api_key: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None
     ) -> None:
-        self.url = url.rstrip("/")
         self._client = httpx.Client(
-            base_url=self.url,
+            base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
@@ -72,11 +73,18 @@ class GrafanaClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def url(self) -> str:
+        """Grafana's base URL as it may be shown: a password in it (``user:pass@``) masked."""
+        return hide_url_password(str(self._client.base_url).rstrip("/"))
+
     def _request(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as error:
-            raise GrafanaError(f"cannot reach Grafana at {self.url} ({_URL_SETTING}): {error}") from None
+            # httpx's message may quote the request URL, password included.
+            reason = hide_url_password(str(error))
+            raise GrafanaError(f"cannot reach Grafana at {self.url} ({_URL_SETTING}): {reason}") from None
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 401:

@@ -8,6 +8,7 @@ API the push calls: ``GET/POST /api/folders``, ``GET /api/dashboards/uid/<uid>``
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import io
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from otel_monitoring import dashboards_cli
 from otel_monitoring.dashboards import DASHBOARD_UIDS, build_dashboards
 from otel_monitoring.dashboards.grafana import GrafanaClient, GrafanaError, dashboard_fingerprint, push_dashboards
+from otel_monitoring.settings import MASK
 from tests.alerting_support import serve_app
 
 TOKEN = "glsa_test_token_0123456789"
@@ -37,11 +39,16 @@ class FakeGrafana:
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     saves: list[dict[str, Any]] = field(default_factory=list)
+    # Grafana also takes a user's basic auth, which httpx sends for a URL with user:password@ in it.
+    basic_auth: tuple[str, str] | None = None
 
     def app(self) -> Starlette:
         async def authorize(request: Request) -> JSONResponse | None:
             self.requests.append((request.method, request.url.path))
-            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            accepted = {f"Bearer {TOKEN}"}
+            if self.basic_auth is not None:
+                accepted.add("Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode())
+            if request.headers.get("authorization") not in accepted:
                 return JSONResponse({"message": "invalid API key"}, status_code=401)
             return None
 
@@ -194,6 +201,27 @@ def test_an_unreachable_grafana_names_grafana_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     status, _, err = run_push(url, TOKEN)
     assert status == 1 and "GRAFANA_URL" in err and url in err
+
+
+def test_an_unreachable_grafana_is_named_without_the_password_in_its_url() -> None:
+    status, out, err = run_push("http://admin:s3cret-pw@127.0.0.1:1", TOKEN)
+    assert status == 1 and "s3cret-pw" not in out + err
+    assert f"http://admin:{MASK}@127.0.0.1:1" in err
+
+
+def test_the_push_summary_shows_grafanas_url_without_its_password(grafana: tuple[FakeGrafana, str]) -> None:
+    fake, url = grafana
+    fake.basic_auth = ("admin", "s3cret-pw")
+    status, out, err = run_push(url.replace("//", "//admin:s3cret-pw@", 1), TOKEN)
+    assert status == 0 and "9 created" in out
+    assert "s3cret-pw" not in out + err and url.replace("//", f"//admin:{MASK}@", 1) in out
+
+
+def test_a_refused_login_names_grafana_without_the_password_in_its_url(grafana: tuple[FakeGrafana, str]) -> None:
+    _, url = grafana
+    status, out, err = run_push(url.replace("//", "//admin:s3cret-pw@", 1), TOKEN)
+    assert status == 1 and "401" in err
+    assert "s3cret-pw" not in out + err and url.replace("//", f"//admin:{MASK}@", 1) in err
 
 
 def test_a_folder_name_taken_by_another_uid_reports_grafanas_message(grafana: tuple[FakeGrafana, str]) -> None:
