@@ -23,7 +23,8 @@ from grafana_foundation_sdk.models import prometheus as prometheus_models
 GRID_WIDTH = 24
 TAG = "otel-monitoring"
 DATASOURCE = models.DataSourceRef(type_val="prometheus", uid="${datasource}")
-ALERTS_FIRING = 'ALERTS{alertstate="firing"}'
+# The Watchdog always fires (it proves the alert path works), so it would mark every moment of every graph.
+ALERTS_FIRING = 'ALERTS{alertstate="firing", alertname!="Watchdog"}'
 
 AnyPanel = timeseries.Panel | stat.Panel | table.Panel | heatmap.Panel | bargauge.Panel
 

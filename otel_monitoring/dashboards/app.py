@@ -83,7 +83,7 @@ def overview() -> DashboardSpec:
         ),
         stat_panel(
             "Alerts firing",
-            Query('count(ALERTS{alertstate="firing", alertname!="Watchdog"}) or vector(0)'),
+            Query(f"count({ALERTS_FIRING}) or vector(0)"),
             thresholds=((None, "green"), (1, "red")),
         ),
     ]

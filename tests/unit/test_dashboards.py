@@ -171,10 +171,10 @@ def test_panel_data_links_point_to_existing_dashboards(dashboards: dict[str, dic
     assert found
 
 
-def test_alert_annotations_show_firing_alerts(dashboards: dict[str, dict[str, Any]]) -> None:
+def test_alert_annotations_show_firing_alerts_but_the_watchdog(dashboards: dict[str, dict[str, Any]]) -> None:
     for uid, dashboard in dashboards.items():
         [annotation] = dashboard["annotations"]["list"]
-        assert annotation["expr"] == 'ALERTS{alertstate="firing"}', uid
+        assert annotation["expr"] == 'ALERTS{alertstate="firing", alertname!="Watchdog"}', uid
         assert annotation["enable"] and annotation["datasource"]["uid"] == DATASOURCE_VARIABLE
         assert annotation["titleFormat"] == "{{alertname}}"
 
