@@ -4,7 +4,8 @@ It asks each part of the stack, over HTTP with short timeouts and in parallel, w
 
 - **Prometheus**: ``/-/healthy``, ``/-/ready``, every scrape target up (``/api/v1/targets``), rules loaded and
   evaluating (``/api/v1/rules``), an Alertmanager connected (``/api/v1/alertmanagers``), samples recent
-  (``time() - max(timestamp(up))``), and what makes dashboards slow (head series, recording rules).
+  (``time() - max(timestamp(up) and up == 1)``: the newest successful scrape), and what makes dashboards slow
+  (head series, recording rules).
 - **Alertmanager**: ``/-/healthy``, ``/api/v2/status``, receivers with a channel, failed notifications.
 - **Grafana**: ``/api/health``; with ``GRAFANA_API_KEY``, that the seed's dashboards exist.
 - **Pushgateway**: ``/-/healthy``.
@@ -34,7 +35,7 @@ from urllib.parse import urljoin
 import httpx
 import yaml
 
-from otel_monitoring.settings import Settings
+from otel_monitoring.settings import Settings, hide_url_password
 
 __all__ = [
     "COMPONENTS",
@@ -152,9 +153,12 @@ class DoctorReport:
 
 
 class _Unreachable(Exception):
-    """The request got no usable answer: connection refused, timeout, or an error status."""
+    """The request got no usable answer: connection refused, timeout, or an error status.
+
+    ``url`` and ``reason`` are for display: a password in the URL is masked."""
 
     def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        url, reason = hide_url_password(url), hide_url_password(reason)
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason
@@ -184,7 +188,12 @@ class _HTTP:
         self.endpoint = endpoint
 
     def url(self, path: str) -> str:
+        """The URL to request, with any ``user:password@`` in it: never print it, print :meth:`shown`."""
         return urljoin(self.endpoint.url.rstrip("/") + "/", path.lstrip("/")) if path else self.endpoint.url
+
+    def shown(self, path: str) -> str:
+        """The URL as reports show it, its password masked."""
+        return hide_url_password(self.url(path))
 
     def get(
         self, path: str, params: Mapping[str, str] | None = None, *, accept: Sequence[int] = (200,)
@@ -414,16 +423,22 @@ def _check_alertmanagers(http: _HTTP) -> Finding:
     )
 
 
+# Age of the newest successful scrape. A failing scrape writes up=0, so `up` alone looks fresh when every target is
+# down; `and up == 1` keeps only targets whose latest scrape succeeded. timestamp() must take the selector itself:
+# applied to `up == 1` it returns the evaluation time (Prometheus 2.42), and a stalled scrape loop would look fresh.
+_NEWEST_SCRAPE_AGE = "time() - max(timestamp(up) and up == 1)"
+
+
 def _check_freshness(http: _HTTP, max_age: float) -> Finding:
-    data = http.api("api/v1/query", {"query": "time() - max(timestamp(up))"}) or {}
+    data = http.api("api/v1/query", {"query": _NEWEST_SCRAPE_AGE}) or {}
     result = data.get("result", [])
     if not result:
         return Finding(
             "prometheus",
             "samples",
             "fail",
-            "no sample in the last 5 minutes",
-            cause="no scrape has succeeded recently: nothing is collected",
+            "no successful scrape in the last 5 minutes",
+            cause="no target is up: nothing is collected",
             fix="see the targets above; a target must be up for samples to arrive",
             problem=METRICS_MISSING,
         )
@@ -486,7 +501,7 @@ def _check_prometheus(http: _HTTP, max_age: float) -> list[Finding]:
         http.get("-/healthy")
     except _Unreachable as error:
         return [_unreachable_finding(endpoint, "health", error)]
-    findings = [_ok("prometheus", "health", f"{http.url('-/healthy')} 200")]
+    findings = [_ok("prometheus", "health", f"{http.shown('-/healthy')} 200")]
     try:
         http.get("-/ready")
         findings.append(_ok("prometheus", "ready", "ready to serve queries"))
@@ -587,7 +602,7 @@ def _check_alertmanager(http: _HTTP) -> list[Finding]:
         http.get("-/healthy")
     except _Unreachable as error:
         return [_unreachable_finding(http.endpoint, "health", error)]
-    findings = [_ok("alertmanager", "health", f"{http.url('-/healthy')} 200")]
+    findings = [_ok("alertmanager", "health", f"{http.shown('-/healthy')} 200")]
     try:
         status = http.get("api/v2/status").json()
     except (_Unreachable, ValueError) as error:
@@ -690,7 +705,7 @@ def _check_pushgateway(http: _HTTP) -> list[Finding]:
         http.get("-/healthy")
     except _Unreachable as error:
         return [_unreachable_finding(http.endpoint, "health", error)]
-    return [_ok("pushgateway", "health", f"{http.url('-/healthy')} 200")]
+    return [_ok("pushgateway", "health", f"{http.shown('-/healthy')} 200")]
 
 
 # --- The sidecar ------------------------------------------------------------------------------------------------
@@ -824,7 +839,7 @@ def _check_sidecar(health: _HTTP, metrics: _HTTP) -> list[Finding]:
                 )
             ]
         return [_unreachable_finding(health.endpoint, "health", error)]
-    findings = [_ok("sidecar", "health", f"{health.url('')} 200")]
+    findings = [_ok("sidecar", "health", f"{health.shown('')} 200")]
     try:
         text = metrics.get("").text
     except _Unreachable as error:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 import yaml
@@ -127,6 +128,9 @@ def test_a_stopped_sidecar_shows_as_a_down_target_with_the_fix(
     sidecar = failed[("sidecar", "health")]
     assert sidecar["detail"] == f"{stack.sidecar.health_url}: connection refused"
     assert "otel-monitoring collector" in sidecar["fix"]
+    # The sidecar is the stack's only target: with it down no scrape succeeds, and stale up=0 samples written
+    # by the failing scrapes must not pass for fresh data.
+    assert failed[("prometheus", "samples")]["problem"] == "metrics not appearing"
 
 
 def test_a_rule_that_fails_to_evaluate_is_named_with_its_error(
@@ -205,7 +209,6 @@ def test_grafana_is_skipped_at_its_default_address_and_fails_when_its_url_is_set
 def test_prometheus_behind_basic_auth_needs_the_credentials_variables(
     stack: OpsStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bcrypt = pytest.importorskip("bcrypt")
     web = tmp_path / "web.yml"
     password_hash = bcrypt.hashpw(b"doctor-password", bcrypt.gensalt(rounds=4)).decode()
     web.write_text(yaml.safe_dump({"basic_auth_users": {"doctor": password_hash}}), encoding="utf-8")

@@ -225,3 +225,27 @@ def test_docstring_examples_run() -> None:
 
     assert result.attempted > 0
     assert result.failed == 0
+
+
+URL_SECRETS = {
+    "ALERTMANAGER_URL": "http://admin:hunter2secret@127.0.0.1:1",
+    "OTEL_MONITORING_PROMETHEUS_URL": "http://admin:prom-secret@127.0.0.1:2",
+    "PROMETHEUS_PUSH_GATEWAY": "http://admin:push-secret@127.0.0.1:3",
+    "OTEL_MONITORING_SIDECAR_HEALTH_URL": "http://admin:side-secret@127.0.0.1:4/",
+}
+
+
+def answering(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"status": "success", "data": {}})
+
+
+@pytest.mark.parametrize("transport", [refusing, answering], ids=["unreachable", "answering"])
+def test_passwords_in_urls_appear_nowhere_in_the_report(transport: httpx.MockTransport) -> None:
+    settings = load_settings(environ=URL_SECRETS)
+
+    report = run_doctor(settings, transport=httpx.MockTransport(transport))
+
+    output = report.render_text() + report.to_json()
+    for secret in ("hunter2secret", "prom-secret", "push-secret", "side-secret"):
+        assert secret not in output
+    assert "http://admin:********@127.0.0.1:1" in output  # the URL is still shown, its password masked
