@@ -73,13 +73,18 @@ GRAFANA_OAUTH_VARIABLES = (
 # Settings the service and the sidecar share with whoever runs `docker compose up`: names only, never values.
 _PASSED_THROUGH = ("OTEL_MONITORING_PSEUDONYM_KEY",)
 _RELAY_PASSED_THROUGH = (
-    "OTEL_MONITORING_ALERT_RELAY_TOKEN",
     "OTEL_MONITORING_SMS_URL",
     "OTEL_MONITORING_SMS_ACCOUNT_SID",
     "OTEL_MONITORING_SMS_AUTH_TOKEN",
     "OTEL_MONITORING_SMS_FROM",
     "OTEL_MONITORING_SMS_TO",
 )
+
+
+def _relay_token(alertmanager_secrets: dict[str, str]) -> list[str]:
+    # The relay refuses requests without its token (401), so it gets one only when Alertmanager was rendered to
+    # send it (a relay-token secret file); setting the variable alone must not cut Alertmanager off.
+    return [variable for name, variable in alertmanager_secrets.items() if name == "relay-token"]
 
 
 def _published(port: int) -> list[str]:
@@ -214,6 +219,7 @@ def compose_document(settings: Settings, *, alertmanager_secrets: dict[str, str]
                 "OTEL_MONITORING_ALERT_RELAY_LISTEN": f"0.0.0.0:{PORTS['alert_relay']}",
                 "OTEL_MONITORING_ALERT_HISTORY_DATABASE_URL": "sqlite:////data/alert-history.sqlite3",
                 **dict.fromkeys(_RELAY_PASSED_THROUGH),
+                **dict.fromkeys(_relay_token(alertmanager_secrets)),
             },
             "volumes": ["alert-relay-data:/data"],
             "expose": [str(PORTS["alert_relay"])],

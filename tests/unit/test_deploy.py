@@ -146,6 +146,20 @@ def test_no_secret_from_the_environment_reaches_a_rendered_file(
     }
 
 
+def test_the_relay_token_is_offered_only_when_alertmanager_was_rendered_to_send_it(stack: dict[str, str]) -> None:
+    # The relay refuses requests without the token it is given (401): giving it one Alertmanager does not send
+    # would stop every alert reaching it.
+    variable = "OTEL_MONITORING_ALERT_RELAY_TOKEN"
+    assert variable not in stack["compose/env.example"]
+    assert variable not in load(stack, "compose/compose.yaml")["services"]["alert-relay"]["environment"]
+    settings = load_settings(STACK_SETTINGS, environ={variable: SECRETS[variable]}, strict=True)
+    files = render_deploy(settings).files
+    compose = load(files, "compose/compose.yaml")
+    assert compose["services"]["alertmanager"]["secrets"] == ["relay-token"]
+    assert variable in compose["services"]["alert-relay"]["environment"]
+    assert f"\n{variable}=\n" in files["compose/env.example"]
+
+
 def test_grafana_oauth_settings_are_passed_through_by_name_only(stack: dict[str, str]) -> None:
     grafana = load(stack, "compose/compose.yaml")["services"]["grafana"]["environment"]
     assert {name: grafana[name] for name in GRAFANA_OAUTH_VARIABLES} == dict.fromkeys(GRAFANA_OAUTH_VARIABLES)
