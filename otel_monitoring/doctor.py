@@ -35,12 +35,12 @@ from urllib.parse import urljoin
 import httpx
 import yaml
 
+from otel_monitoring._dashboard_uids import DASHBOARD_UIDS
 from otel_monitoring.settings import Settings, hide_url_password
 
 __all__ = [
     "COMPONENTS",
     "PROBLEMS",
-    "SEED_DASHBOARD_UIDS",
     "DoctorReport",
     "Finding",
     "run_doctor",
@@ -58,19 +58,6 @@ COMPONENT_DOWN = "component not answering"
 
 PROBLEMS = (METRICS_MISSING, ALERTS_NOT_FIRING, DASHBOARDS_SLOW, COMPONENT_DOWN)
 """The seed's three common problems, in its order, then everything else: the order failures are explained in."""
-
-SEED_DASHBOARD_UIDS = (
-    "system-overview",
-    "system-resources",
-    "system-network",
-    "app-overview",
-    "app-performance",
-    "app-errors",
-    "business-kpis",
-    "business-costs",
-    "business-usage",
-)
-"""The dashboards the seed names; ``doctor`` warns when Grafana lacks any of them."""
 
 # Past this many head series, range queries over raw series get slow; the rule pack's recording rules exist so
 # that dashboards do not have to read them.
@@ -682,7 +669,7 @@ def _check_grafana(http: _HTTP, with_key: bool) -> list[Finding]:
         findings.append(_unreachable_finding(http.endpoint, "dashboards", error))
         return findings
     uids = {item.get("uid") for item in found if isinstance(item, dict)}
-    missing = [uid for uid in SEED_DASHBOARD_UIDS if uid not in uids]
+    missing = [uid for uid in DASHBOARD_UIDS if uid not in uids]
     if missing:
         findings.append(
             Finding(

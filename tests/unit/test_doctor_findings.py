@@ -249,3 +249,22 @@ def test_passwords_in_urls_appear_nowhere_in_the_report(transport: httpx.MockTra
     for secret in ("hunter2secret", "prom-secret", "push-secret", "side-secret"):
         assert secret not in output
     assert "http://admin:********@127.0.0.1:1" in output  # the URL is still shown, its password masked
+
+
+def test_the_grafana_check_warns_about_each_dashboard_the_dashboards_package_builds() -> None:
+    from otel_monitoring._dashboard_uids import DASHBOARD_UIDS
+    from otel_monitoring.dashboards import dashboard_specs
+
+    present, absent = DASHBOARD_UIDS[1:], DASHBOARD_UIDS[0]
+
+    def grafana(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/search":
+            return httpx.Response(200, json=[{"uid": uid} for uid in present])
+        return httpx.Response(200, json={"database": "ok", "version": "11.0.0"})
+
+    settings = load_settings(environ={"GRAFANA_API_KEY": "glsa_doctor"})
+    report = run_doctor(settings, only=["grafana"], transport=httpx.MockTransport(grafana))
+
+    dashboards = next(f for f in report.findings if f.check == "dashboards")
+    assert (dashboards.status, dashboards.detail) == ("warn", f"{len(present)} dashboards; missing: {absent}")
+    assert list(DASHBOARD_UIDS) == [spec.uid for spec in dashboard_specs()]
