@@ -16,7 +16,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULT_FOLDER", "DEFAULT_PROVISIONING_PATH", "PROVIDER_FILE", "render_provider", "write_dashboards"]
+__all__ = [
+    "DEFAULT_FOLDER",
+    "DEFAULT_PROVISIONING_PATH",
+    "PROVIDER_FILE",
+    "dashboard_provider",
+    "render_provider",
+    "write_dashboards",
+]
 
 DEFAULT_FOLDER = "otel-monitoring"
 DEFAULT_PROVISIONING_PATH = "/var/lib/grafana/dashboards/otel-monitoring"
@@ -34,27 +41,39 @@ def folder_uid(folder: str) -> str:
     return cleaned.strip("-")[:40] or DEFAULT_FOLDER
 
 
-def render_provider(folder: str = DEFAULT_FOLDER, path: str = DEFAULT_PROVISIONING_PATH) -> str:
-    """Grafana's dashboard provider file (``provisioning/dashboards/*.yaml``) reading the JSON files in ``path``
-    into ``folder``."""
-    provider = {
+def dashboard_provider(folder: str = DEFAULT_FOLDER, path: str = DEFAULT_PROVISIONING_PATH) -> dict[str, Any]:
+    """Grafana's dashboard provider (``provisioning/dashboards/*.yaml``) reading the JSON files in ``path`` into
+    ``folder``; ``dashboards render`` and ``deploy render`` both write this one.
+
+    >>> dashboard_provider("Ops")["providers"][0]["folderUid"]
+    'ops'
+    """
+    return {
         "apiVersion": 1,
         "providers": [
             {
                 "name": "otel-monitoring",
                 "orgId": 1,
                 "folder": folder,
+                # The folder push uses too, so a pushed and a provisioned copy land in the same place.
                 "folderUid": folder_uid(folder),
                 "type": "file",
+                # Code is the source: a dashboard whose file is gone (dropped from the code, then re-rendered) is
+                # deleted from Grafana too, rather than left behind as an orphan nobody maintains. The UI cannot
+                # delete a provisioned dashboard either way.
                 "disableDeletion": False,
-                # Code is the source: edits in the UI would be overwritten by the next provisioning pass.
+                # Edits in the UI would be overwritten by the next provisioning pass.
                 "allowUiUpdates": False,
                 "updateIntervalSeconds": 30,
                 "options": {"path": path, "foldersFromFilesStructure": False},
             }
         ],
     }
-    return yaml.safe_dump(provider, sort_keys=False)
+
+
+def render_provider(folder: str = DEFAULT_FOLDER, path: str = DEFAULT_PROVISIONING_PATH) -> str:
+    """:func:`dashboard_provider` as YAML text."""
+    return yaml.safe_dump(dashboard_provider(folder, path), sort_keys=False)
 
 
 def dashboard_text(dashboard: Mapping[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""Grafana for the compose stack: the provisioned Prometheus datasource, the dashboard provider, the dashboards
-from ``otel_monitoring.dashboards`` when that package is installed, and naming the main organization.
+"""Grafana for the compose stack: the provisioned Prometheus datasource, the dashboards from
+``otel_monitoring.dashboards``, and naming the main organization.
 
 >>> datasource_provisioning(username="admin")["datasources"][0]["uid"]
 'prometheus'
@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from otel_monitoring.dashboards import build_dashboards
+from otel_monitoring.dashboards.provisioning import dashboard_text
 from otel_monitoring.deploy.prometheus import PASSWORD_SECRET_PATH
 from otel_monitoring.deploy.stack import PORTS
 
@@ -19,7 +21,6 @@ __all__ = [
     "DATASOURCE_UID",
     "GrafanaOrgError",
     "dashboard_files",
-    "dashboard_provider",
     "datasource_provisioning",
     "set_grafana_org_name",
 ]
@@ -55,37 +56,9 @@ def datasource_provisioning(*, username: str) -> dict[str, Any]:
     }
 
 
-def dashboard_provider() -> dict[str, Any]:
-    """``provisioning/dashboards``: every JSON file of :data:`DASHBOARDS_DIR`, in one folder, not editable in the UI
-    (dashboards are code: change them and re-render)."""
-    return {
-        "apiVersion": 1,
-        "providers": [
-            {
-                "name": "otel-monitoring",
-                "orgId": 1,
-                "folder": "otel-monitoring",
-                "type": "file",
-                "disableDeletion": True,
-                "allowUiUpdates": False,
-                "updateIntervalSeconds": 60,
-                "options": {"path": DASHBOARDS_DIR, "foldersFromFilesStructure": False},
-            }
-        ],
-    }
-
-
-def dashboard_files() -> dict[str, str] | None:
-    """Dashboard JSON files by name (``<uid>.json``) from ``otel_monitoring.dashboards``, or ``None`` when that
-    package (or the Grafana SDK it builds with) is not installed.
-
-    The files are what ``otel-monitoring dashboards render`` writes, so the two never disagree.
-    """
-    try:
-        from otel_monitoring.dashboards import build_dashboards
-        from otel_monitoring.dashboards.provisioning import dashboard_text
-    except ImportError:
-        return None
+def dashboard_files() -> dict[str, str]:
+    """Dashboard JSON files by name (``<uid>.json``): what ``otel-monitoring dashboards render`` writes, so the two
+    never disagree."""
     return {f"{uid}.json": dashboard_text(dashboard) for uid, dashboard in build_dashboards().items()}
 
 

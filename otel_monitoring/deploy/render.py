@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otel_monitoring.alertmanager_config import TEMPLATE_FILE_NAME
+from otel_monitoring.dashboards.provisioning import dashboard_provider
 from otel_monitoring.deploy import compose, grafana, kubernetes, prometheus
 from otel_monitoring.deploy._yaml import GENERATED, dump_yaml
 from otel_monitoring.deploy.alertmanager import render_stack_alertmanager
@@ -27,11 +28,6 @@ __all__ = ["GENERATED_DIRS", "RenderedDeploy", "render_deploy", "stale_files", "
 
 GENERATED_DIRS = ("compose", "kubernetes")
 """The subdirectories of deploy/ that ``deploy render`` owns; anything else there (README.md) is left alone."""
-
-DASHBOARDS_PENDING = (
-    "Dashboards are rendered by `otel-monitoring dashboards render --out deploy/compose/grafana/dashboards`.\n"
-    "Grafana loads every JSON file of this directory (provisioning/dashboards/otel-monitoring.yaml).\n"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +65,13 @@ def _compose_files(settings: Settings) -> tuple[dict[str, str], list[str]]:
         "grafana/provisioning/datasources/prometheus.yaml": dump_yaml(
             grafana.datasource_provisioning(username=WEB_USERNAME)
         ),
-        "grafana/provisioning/dashboards/otel-monitoring.yaml": dump_yaml(grafana.dashboard_provider()),
+        "grafana/provisioning/dashboards/otel-monitoring.yaml": dump_yaml(
+            dashboard_provider(path=grafana.DASHBOARDS_DIR)
+        ),
     }
     files.update({f"prometheus/rules/{name}": text for name, text in _rule_files(settings, "prometheus").items()})
-    warnings = list(stack.warnings)
-    dashboards = grafana.dashboard_files()
-    if dashboards is None:
-        files["grafana/dashboards/README.md"] = DASHBOARDS_PENDING
-        warnings.append("otel_monitoring.dashboards cannot be imported: grafana/dashboards holds no dashboard")
-    else:
-        files.update({f"grafana/dashboards/{name}": text for name, text in dashboards.items()})
-    return files, warnings
+    files.update({f"grafana/dashboards/{name}": text for name, text in grafana.dashboard_files().items()})
+    return files, list(stack.warnings)
 
 
 def _kubernetes_files(settings: Settings) -> tuple[dict[str, str], list[str]]:

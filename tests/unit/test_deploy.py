@@ -11,16 +11,18 @@ import argparse
 import copy
 import importlib.resources
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 import yaml
 
 from otel_monitoring import deploy_cli
 from otel_monitoring.config import SettingsStore
+from otel_monitoring.dashboards import build_dashboards
+from otel_monitoring.dashboards.provisioning import DEFAULT_FOLDER, dashboard_provider, folder_uid
 from otel_monitoring.deploy import GENERATED_DIRS, render_deploy, render_web_config
 from otel_monitoring.deploy.compose import GRAFANA_OAUTH_VARIABLES, PASSWORD_VARIABLES
 from otel_monitoring.deploy.prometheus import hash_password
@@ -305,22 +307,22 @@ SEED_DASHBOARDS = {
 
 
 def test_grafana_dashboards_are_the_dashboards_package_rendering(stack: dict[str, str]) -> None:
-    dashboards = pytest.importorskip("otel_monitoring.dashboards", reason="needs the Grafana SDK")
     files = {
         path.rsplit("/", 1)[1]: text for path, text in stack.items() if path.startswith("compose/grafana/dashboards/")
     }
     assert {name.removesuffix(".json") for name in files} == SEED_DASHBOARDS
-    built = dashboards.build_dashboards()
+    built = build_dashboards()
     assert {name: json.loads(text) for name, text in files.items()} == {f"{uid}.json": built[uid] for uid in built}
 
 
-def test_without_the_dashboards_package_the_directory_says_how_to_fill_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "otel_monitoring.dashboards", None)  # import fails
-    rendered = render_deploy(Settings())
-    dashboards = [path for path in rendered.files if path.startswith("compose/grafana/dashboards/")]
-    assert dashboards == ["compose/grafana/dashboards/README.md"]
-    assert "dashboards render" in rendered.files[dashboards[0]]
-    assert any("otel_monitoring.dashboards" in warning for warning in rendered.warnings)
+def test_grafana_dashboard_provider_is_the_dashboards_package_provider_for_the_mounted_path(
+    stack: dict[str, str],
+) -> None:
+    provider = load(stack, "compose/grafana/provisioning/dashboards/otel-monitoring.yaml")
+    path = provider["providers"][0]["options"]["path"]
+    assert provider == dashboard_provider(path=path)
+    # The folder `dashboards push` uses, so a pushed and a provisioned copy are one dashboard.
+    assert provider["providers"][0]["folderUid"] == folder_uid(DEFAULT_FOLDER)
 
 
 def test_sidecar_configs_load_as_the_sidecar_reads_them(stack: dict[str, str], tmp_path: Path) -> None:
@@ -534,7 +536,6 @@ def test_prometheus_rules_are_the_rule_packs_groups(stack: dict[str, str]) -> No
 
 
 def test_web_config_holds_a_bcrypt_hash_of_the_password_file(tmp_path: Path) -> None:
-    bcrypt = pytest.importorskip("bcrypt", reason="bcrypt==5.0.0 hashes the web config password")
     password_file = tmp_path / "password"
     password_file.write_text("correct horse battery staple\n")
     out = tmp_path / "web" / "web.yml"
