@@ -5,8 +5,9 @@ The archive is a ``.tar.gz`` holding ``manifest.json`` and these files:
 
 =================================  ======================================================================
 ``prometheus/prometheus.yml``      ``--prometheus-config FILE``, else live from ``/api/v1/status/config``
-``prometheus/rules/*``             ``--rules DIR``, else the live config's ``rule_files`` when readable here,
-                                   else rendered from code (the rule pack and ``alerting.app``/``rule_files``)
+``prometheus/rules/*``             ``--rules DIR``, else the live config's ``rule_files`` when they are absolute
+                                   paths readable here, else rendered from code (the rule pack and
+                                   ``alerting.app``/``rule_files``)
 ``alertmanager/alertmanager.yml``  ``--alertmanager-config FILE``, else live from ``/api/v2/status``, else
                                    rendered from the settings (secrets as file references)
 ``grafana/dashboards/<uid>.json``  ``--dashboards DIR``, else live from Grafana (``/api/search`` and
@@ -19,9 +20,10 @@ The archive is a ``.tar.gz`` holding ``manifest.json`` and these files:
 Alertmanager and Grafana, and for every file its path, size, sha256 and source; what could not be archived is
 listed under ``skipped`` with the reason.
 
-**Secrets never enter the archive.** Every secret the settings hold (webhook URLs, API keys, passwords, URL
-passwords) is replaced by ``********`` wherever it appears, YAML keys that hold credentials (``password``,
-``api_url``, ``routing_key``...) are masked, and secret files are left out. Prometheus and Alertmanager mask
+**Secrets never enter the archive, nor the manifest.** Every secret the settings hold (webhook URLs, API keys,
+passwords) of at least 8 characters is replaced by ``********`` wherever it appears, so is the password of any
+URL (``http://user:********@host``), YAML keys that hold credentials (``password``, ``api_url``,
+``routing_key``...) are masked whatever their length, and secret files are left out. Prometheus and Alertmanager mask
 their own secrets as ``<secret>`` in their APIs. A restored config therefore needs its secrets put back.
 
 ``restore`` checks every file against the manifest before writing any, refuses to overwrite existing files
@@ -54,7 +56,7 @@ from typing import Any, Literal
 import httpx
 import yaml
 
-from otel_monitoring.settings import MASK, Settings, render_settings, secret_values
+from otel_monitoring.settings import MASK, Settings, hide_url_password, render_settings, secret_values
 
 __all__ = [
     "FORMAT",
@@ -168,11 +170,20 @@ class Manifest:
 # --- Masking ----------------------------------------------------------------------------------------------------
 
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
+# A shorter secret is not replaced in free text: a password like ``admin`` would blank ``username: admin`` and
+# every other ``admin``. Short secrets are still masked under credential keys and as a URL's password.
+_MIN_FREE_TEXT_SECRET = 8
+
+
+def _free_text_secrets(secrets: Iterable[str]) -> list[str]:
     # Longest first, so a secret containing another is replaced whole.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, MASK)
+    return sorted((secret for secret in secrets if len(secret) >= _MIN_FREE_TEXT_SECRET), key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    text = hide_url_password(text)
+    for secret in _free_text_secrets(secrets):
+        text = text.replace(secret, MASK)
     return text
 
 
@@ -201,8 +212,8 @@ def _mask_tree(node: Any, secrets: Sequence[str]) -> tuple[Any, bool]:
 def mask_secrets(
     text: str, secrets: Sequence[str] = (), *, text_format: Literal["yaml", "json", "text"] = "yaml"
 ) -> str:
-    """``text`` with the values of credential keys (``password``, ``api_url``, ``routing_key``...) and every
-    string in ``secrets`` replaced by ``********``.
+    """``text`` with the values of credential keys (``password``, ``api_url``, ``routing_key``...), URL passwords
+    and every string of at least 8 characters in ``secrets`` replaced by ``********``.
 
     YAML and JSON are masked value by value and dumped again only when something changed, so text without
     secrets comes back byte for byte (a restored file equals the original) and masked text stays valid YAML or
@@ -219,7 +230,7 @@ def mask_secrets(
     except (yaml.YAMLError, ValueError):
         return _scrub(text, secrets)
     masked, changed = _mask_tree(document, secrets)
-    if not changed and not any(secret and secret in text for secret in secrets):
+    if not changed and not any(secret in text for secret in _free_text_secrets(secrets)):
         return text
     if text_format == "json":
         return json.dumps(masked, indent=2, sort_keys=True) + "\n"
@@ -248,7 +259,8 @@ class _Collector:
         text_format: Literal["yaml", "json", "text"] = (
             "yaml" if suffix in (".yml", ".yaml") else "json" if suffix == ".json" else "text"
         )
-        self.entries[path] = (mask_secrets(text, self.secrets, text_format=text_format).encode("utf-8"), source)
+        masked = mask_secrets(text, self.secrets, text_format=text_format)
+        self.entries[path] = (masked.encode("utf-8"), _scrub(source, self.secrets))
 
     def skip(self, item: str, reason: str) -> None:
         self.skipped.append({"item": item, "reason": _scrub(reason, self.secrets)})
@@ -287,8 +299,16 @@ def _why(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _prometheus(collector: _Collector, api: _API, settings: Settings, sources: BackupSources) -> list[str]:
-    """Archive prometheus.yml; return the rule_files globs of the live config (empty if unknown)."""
+@dataclass(frozen=True, slots=True)
+class _RuleFiles:
+    """The ``rule_files`` of the archived prometheus.yml: patterns to read, and relative ones backup cannot place."""
+
+    globs: list[str] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+
+
+def _prometheus(collector: _Collector, api: _API, settings: Settings, sources: BackupSources) -> _RuleFiles:
+    """Archive prometheus.yml; return the rule_files it names."""
     prometheus = settings.prometheus
     auth = None
     if prometheus.basic_auth_username is not None and prometheus.basic_auth_password is not None:
@@ -302,27 +322,37 @@ def _prometheus(collector: _Collector, api: _API, settings: Settings, sources: B
         path = Path(sources.prometheus_config)
         text = _read_text(path, "--prometheus-config")
         collector.add_text("prometheus/prometheus.yml", text, f"file {path}")
-        return _rule_globs(text, path.parent)
+        return _rule_files(text, path.parent)
     url = _join(prometheus.url, "api/v1/status/config")
     try:
         text = str(api.json(url, auth=auth)["data"]["yaml"])
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
         collector.skip("prometheus/prometheus.yml", f"{url}: {_why(error)} (pass --prometheus-config FILE)")
-        return []
+        return _RuleFiles()
     collector.add_text("prometheus/prometheus.yml", text, f"prometheus {url}")
-    return _rule_globs(text, Path.cwd())
+    # Prometheus resolves relative rule_files against its config file's directory, which its API does not give.
+    return _rule_files(text, None)
 
 
-def _rule_globs(config_text: str, base: Path) -> list[str]:
+def _rule_files(config_text: str, base: Path | None) -> _RuleFiles:
+    """The config's rule_files; relative ones resolved against ``base``, or unresolved when it is unknown."""
     try:
         document = yaml.safe_load(config_text) or {}
     except yaml.YAMLError:
-        return []
-    globs = document.get("rule_files") or [] if isinstance(document, dict) else []
-    return [pattern if os.path.isabs(pattern) else str(base / pattern) for pattern in globs if isinstance(pattern, str)]
+        return _RuleFiles()
+    patterns = document.get("rule_files") or [] if isinstance(document, dict) else []
+    found = _RuleFiles()
+    for pattern in (item for item in patterns if isinstance(item, str)):
+        if os.path.isabs(pattern):
+            found.globs.append(pattern)
+        elif base is not None:
+            found.globs.append(str(base / pattern))
+        else:
+            found.unresolved.append(pattern)
+    return found
 
 
-def _rules(collector: _Collector, settings: Settings, sources: BackupSources, live_globs: Sequence[str]) -> None:
+def _rules(collector: _Collector, settings: Settings, sources: BackupSources, rule_files: _RuleFiles) -> None:
     if sources.rules_dir is not None:
         directory = Path(sources.rules_dir)
         if not directory.is_dir():
@@ -333,8 +363,8 @@ def _rules(collector: _Collector, settings: Settings, sources: BackupSources, li
         for path in files:
             collector.add_text(f"prometheus/rules/{path.name}", _read_text(path, "--rules"), f"file {path}")
         return
-    live = sorted({match for pattern in live_globs for match in glob(pattern) if Path(match).is_file()})
-    if live:
+    live = sorted({match for pattern in rule_files.globs for match in glob(pattern) if Path(match).is_file()})
+    if live and not rule_files.unresolved:
         for path in map(Path, live):
             collector.add_text(f"prometheus/rules/{path.name}", _read_text(path, "rule file"), f"file {path}")
         return
@@ -346,8 +376,14 @@ def _rules(collector: _Collector, settings: Settings, sources: BackupSources, li
     except Exception as error:  # importing the application's rules may fail in any way
         collector.skip("prometheus/rules", f"cannot render the rules from code: {error}")
         return
+    source = "rendered from code"
+    if rule_files.unresolved:
+        source += (
+            f" (the live config's rule_files {', '.join(rule_files.unresolved)} are relative to Prometheus's config "
+            "directory, which its API does not give: pass --rules DIR or --prometheus-config FILE)"
+        )
     for group in groups:
-        collector.add_text(f"prometheus/rules/{file_name(group)}", render_rule_groups([group]), "rendered from code")
+        collector.add_text(f"prometheus/rules/{file_name(group)}", render_rule_groups([group]), source)
 
 
 def _alertmanager(collector: _Collector, api: _API, settings: Settings, sources: BackupSources) -> None:
@@ -415,23 +451,11 @@ def _dashboards(collector: _Collector, api: _API, settings: Settings, sources: B
         if not dashboards:
             collector.skip("grafana/dashboards", f"{search}: no dashboards")
         return
-    rendered = _rendered_dashboards()
-    if rendered is None:
-        collector.skip("grafana/dashboards", f"{reason}; no dashboards rendered from code (pass --dashboards DIR)")
-        return
-    for uid, document in sorted(rendered.items()):
+    from otel_monitoring.dashboards import build_dashboards
+
+    for uid, document in sorted(build_dashboards().items()):
         text = json.dumps(document, indent=2, sort_keys=True) + "\n"
         collector.add_text(f"grafana/dashboards/{_safe_name(uid)}.json", text, f"rendered from code ({reason})")
-
-
-def _rendered_dashboards() -> Mapping[str, Any] | None:
-    """``{uid: dashboard JSON}`` built by ``otel_monitoring.dashboards`` (None if it cannot be built here)."""
-    try:
-        from otel_monitoring.dashboards import build_dashboards
-
-        return build_dashboards()
-    except ImportError:  # grafana-foundation-sdk missing
-        return None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -473,8 +497,8 @@ def create_backup(
     collector.versions["otel-monitoring"] = _package_version()
     with httpx.Client(timeout=timeout, transport=transport, follow_redirects=True) as client:
         api = _API(client)
-        live_globs = _prometheus(collector, api, settings, sources)
-        _rules(collector, settings, sources, live_globs)
+        rule_files = _prometheus(collector, api, settings, sources)
+        _rules(collector, settings, sources, rule_files)
         _alertmanager(collector, api, settings, sources)
         _dashboards(collector, api, settings, sources)
     collector.add_text("settings.yaml", render_settings(settings, sources=True), "settings (secrets masked)")

@@ -208,3 +208,70 @@ def test_docstring_examples_run() -> None:
 
     assert result.attempted > 0
     assert result.failed == 0
+
+
+URL_PASSWORDS = {
+    "OTEL_MONITORING_PROMETHEUS_URL": "http://u:prom-pw-secret@127.0.0.1:1",
+    "ALERTMANAGER_URL": "http://u:am-pw-secret@127.0.0.1:2",
+    "GRAFANA_URL": "http://u:graf-pw-secret@127.0.0.1:3",
+}
+
+
+def serving_prometheus_only(request: httpx.Request) -> httpx.Response:
+    if request.url.port == 1 and request.url.path == "/api/v1/status/config":
+        return httpx.Response(200, json={"status": "success", "data": {"yaml": "global: {scrape_interval: 15s}\n"}})
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+def test_passwords_in_server_urls_appear_nowhere_in_the_manifest_or_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "backup.tar.gz"
+
+    manifest = create_backup(
+        load_settings(environ=URL_PASSWORDS), out, transport=httpx.MockTransport(serving_prometheus_only)
+    )
+
+    sources = {item.path: item.source for item in manifest.files}
+    assert sources["prometheus/prometheus.yml"] == f"prometheus http://u:{MASK}@127.0.0.1:1/api/v1/status/config"
+    everything = "\n".join(manifest.summary_lines()) + b"".join(members(out).values()).decode()
+    for secret in ("prom-pw-secret", "am-pw-secret", "graf-pw-secret"):
+        assert secret not in everything
+
+
+def test_a_short_password_is_masked_under_its_key_but_not_blanked_everywhere_else(tmp_path: Path) -> None:
+    prometheus = tmp_path / "prometheus.yml"
+    prometheus.write_text("scrape_configs:\n  - job_name: admin\n    basic_auth: {username: admin, password: admin}\n")
+    settings = load_settings(
+        environ={"OTEL_MONITORING_PROMETHEUS_USERNAME": "admin", "OTEL_MONITORING_PROMETHEUS_PASSWORD": "admin"}
+    )
+    out = tmp_path / "backup.tar.gz"
+
+    create_backup(
+        settings, out, sources=BackupSources(prometheus_config=prometheus), transport=httpx.MockTransport(refusing)
+    )
+
+    job = yaml.safe_load(members(out)["prometheus/prometheus.yml"])["scrape_configs"][0]
+    assert job == {"job_name": "admin", "basic_auth": {"username": "admin", "password": MASK}}
+
+
+def test_relative_rule_files_of_the_live_config_are_not_read_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prometheus resolves them against its config file's directory, which its API does not tell.
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "unrelated.yml").write_text("groups: []\n")
+    monkeypatch.chdir(tmp_path)
+
+    def prometheus(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/status/config":
+            return httpx.Response(200, json={"status": "success", "data": {"yaml": "rule_files: [rules/*.yml]\n"}})
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    manifest = create_backup(
+        load_settings(environ={}), tmp_path / "b.tar.gz", transport=httpx.MockTransport(prometheus)
+    )
+
+    rules = {item.path: item.source for item in manifest.files if item.path.startswith("prometheus/rules/")}
+    assert "prometheus/rules/unrelated.yml" not in rules
+    expected = {f"prometheus/rules/{file_name(group)}" for group in builtin_groups(load_settings(environ={}))}
+    assert expected <= set(rules)
+    assert all("relative" in source and "rules/*.yml" in source for source in rules.values())
