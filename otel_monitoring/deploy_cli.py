@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from otel_monitoring._cli_common import EXIT_FAILURE, EXIT_USAGE, PROG, config_option, load_command_settings
+from otel_monitoring._cli_common import PROG, config_option, failure, load_command_settings, usage_error
 from otel_monitoring.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -78,11 +78,6 @@ def add_commands(subparsers: Subparsers) -> None:
     org.set_defaults(func=_grafana_org)
 
 
-def _usage_error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def _render(args: argparse.Namespace) -> int:
     from otel_monitoring.alerts import AppRulesError
     from otel_monitoring.deploy import render_deploy, stale_files, write_deploy
@@ -92,11 +87,11 @@ def _render(args: argparse.Namespace) -> int:
         settings = load_command_settings(args)
         rendered = render_deploy(settings)
     except (SettingsError, AppRulesError, RuleFileError, ValueError) as error:
-        return _usage_error(str(error))
+        return usage_error(str(error))
     try:
         written = write_deploy(rendered, args.out)
     except OSError as error:
-        return _usage_error(f"--out {args.out}: {error.strerror or error}")
+        return usage_error(f"--out {args.out}: {error.strerror or error}")
     for warning in rendered.warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     for path in stale_files(rendered, args.out):
@@ -105,24 +100,24 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(path: str) -> str | None:
+def _read_password(path: str) -> str:
+    """The password in ``path`` without its final newline; ``ValueError`` saying what is wrong with the file."""
     try:
         password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as error:
-        print(f"{PROG}: error: --password-file {path}: {error.strerror or error}", file=sys.stderr)
-        return None
+        raise ValueError(f"--password-file {path}: {error.strerror or error}") from None
     if not password:
-        print(f"{PROG}: error: --password-file {path}: the file is empty", file=sys.stderr)
-        return None
+        raise ValueError(f"--password-file {path}: the file is empty")
     return password
 
 
 def _web_config(args: argparse.Namespace) -> int:
     from otel_monitoring.deploy.prometheus import hash_password, render_web_config
 
-    password = _read_password(args.password_file)
-    if password is None:
-        return EXIT_USAGE
+    try:
+        password = _read_password(args.password_file)
+    except ValueError as error:
+        return usage_error(str(error))
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +126,7 @@ def _web_config(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(render_web_config(args.username, hash_password(password)))
     except OSError as error:
-        return _usage_error(f"--out {args.out}: {error.strerror or error}")
+        return usage_error(f"--out {args.out}: {error.strerror or error}")
     print(f"{args.out}: written (basic auth for {args.username})")
     return 0
 
@@ -139,13 +134,13 @@ def _web_config(args: argparse.Namespace) -> int:
 def _grafana_org(args: argparse.Namespace) -> int:
     from otel_monitoring.deploy.grafana import GrafanaOrgError, set_grafana_org_name
 
-    password = _read_password(args.password_file)
-    if password is None:
-        return EXIT_USAGE
+    try:
+        password = _read_password(args.password_file)
+    except ValueError as error:
+        return usage_error(str(error))
     try:
         changed = set_grafana_org_name(args.url, args.name, username=args.username, password=password)
     except GrafanaOrgError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return failure(str(error))
     print(f"organization 1 {'renamed to' if changed else 'already named'} {args.name}")
     return 0

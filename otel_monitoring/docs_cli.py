@@ -15,14 +15,12 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from otel_monitoring._cli_common import EXIT_USAGE, PROG
+from otel_monitoring._cli_common import EXIT_FAILURE, PROG, usage_error
 
 if TYPE_CHECKING:
     from otel_monitoring._cli_common import Subparsers
 
 __all__ = ["add_commands"]
-
-EXIT_FOUND = 1
 
 
 def add_commands(subparsers: Subparsers) -> None:
@@ -98,10 +96,9 @@ def _lint(args: argparse.Namespace) -> int:
         else:
             families = families_from_exposition(_read_file(args.file))
     except LintInputError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(str(error))
     findings = lint_families(families)
     for finding in findings:
         print(finding)
     print(f"{PROG} lint: {len(families)} metrics checked, {len(findings)} findings", file=sys.stderr)
-    return EXIT_FOUND if findings else 0
+    return EXIT_FAILURE if findings else 0
