@@ -153,6 +153,10 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from otel_monitoring.backup import BackupError, push_dashboards, restore_backup
 
+    if args.verify_only and args.push_dashboards:
+        return usage_error("--verify-only and --push-dashboards cannot be combined (--verify-only pushes nothing)")
+    # Settings first: a bad config must stop the push before any file is written.
+    settings = load_command_settings(args) if args.push_dashboards else None
     try:
         restored = restore_backup(args.archive, args.to, overwrite=args.force, verify_only=args.verify_only)
     except BackupError as error:
@@ -161,8 +165,7 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"{args.archive}: {len(restored.manifest.files)} files, every checksum matches")
         return 0
     print(f"restored {len(restored.written)} files into {args.to} (checksums verified)")
-    if args.push_dashboards:
-        settings = load_command_settings(args)
+    if settings is not None:
         try:
             pushed = push_dashboards(settings, restored.dashboards, folder=args.folder)
         except BackupError as error:

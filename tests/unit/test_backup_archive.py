@@ -26,7 +26,8 @@ from otel_monitoring.backup import (
 from otel_monitoring.dashboards import DASHBOARD_UIDS
 from otel_monitoring.rules.pack import builtin_groups
 from otel_monitoring.rules.render import file_name
-from otel_monitoring.settings import MASK, load_settings
+from otel_monitoring.settings import MASK, SettingsError, load_settings
+from tests.ops_support import run_ops_cli
 
 SLACK = "https://hooks.slack.com/services/T1/B1/unit-slack-secret"
 GRAFANA_KEY = "glsa_unit-grafana-secret"
@@ -275,3 +276,27 @@ def test_relative_rule_files_of_the_live_config_are_not_read_from_the_current_di
     expected = {f"prometheus/rules/{file_name(group)}" for group in builtin_groups(load_settings(environ={}))}
     assert expected <= set(rules)
     assert all("relative" in source and "rules/*.yml" in source for source in rules.values())
+
+
+def test_verify_only_with_push_dashboards_is_refused_in_one_line(
+    offline_archive: tuple[Path, Manifest], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = offline_archive
+    status = run_ops_cli(["restore", "--from", str(out), "--verify-only", "--push-dashboards"], {})
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "--verify-only" in error and "--push-dashboards" in error
+
+
+def test_push_dashboards_with_a_bad_setting_stops_restore_before_any_file_is_written(
+    offline_archive: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    out, _ = offline_archive
+    target = tmp_path / "restored"
+
+    with pytest.raises(SettingsError, match="GRAFANA_URL"):
+        run_ops_cli(["restore", "--from", str(out), "--to", str(target), "--push-dashboards"], {"GRAFANA_URL": "x"})
+
+    assert not target.exists()
