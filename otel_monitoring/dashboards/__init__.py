@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from otel_monitoring._dashboard_uids import DASHBOARD_UIDS
 from otel_monitoring.dashboards import app, business, system
 from otel_monitoring.dashboards._panels import TAG, DashboardSpec, Variable, build_dashboard
 
@@ -31,19 +32,6 @@ _FACTORIES: tuple[Callable[[], DashboardSpec], ...] = (
     business.costs,
     business.usage,
 )
-
-DASHBOARD_UIDS = (
-    "system-overview",
-    "system-resources",
-    "system-network",
-    "app-overview",
-    "app-performance",
-    "app-errors",
-    "business-kpis",
-    "business-costs",
-    "business-usage",
-)
-"""The seed's UIDs; alert annotations link to ``/d/<uid>`` (otel_monitoring/rules/pack/_context.py)."""
 
 
 def dashboard_specs() -> list[DashboardSpec]:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from otel_monitoring import deploy_cli
+from otel_monitoring._dashboard_uids import DASHBOARD_UIDS
 from otel_monitoring.config import SettingsStore
 from otel_monitoring.dashboards import build_dashboards
 from otel_monitoring.dashboards.provisioning import DEFAULT_FOLDER, dashboard_provider, folder_uid
@@ -293,24 +294,11 @@ def test_grafana_is_provisioned_with_prometheus_and_names_its_organization(stack
     assert command[command.index("--name") + 1] == GRAFANA_ORG_NAME
 
 
-SEED_DASHBOARDS = {
-    "system-overview",
-    "system-resources",
-    "system-network",
-    "app-overview",
-    "app-performance",
-    "app-errors",
-    "business-kpis",
-    "business-costs",
-    "business-usage",
-}
-
-
 def test_grafana_dashboards_are_the_dashboards_package_rendering(stack: dict[str, str]) -> None:
     files = {
         path.rsplit("/", 1)[1]: text for path, text in stack.items() if path.startswith("compose/grafana/dashboards/")
     }
-    assert {name.removesuffix(".json") for name in files} == SEED_DASHBOARDS
+    assert {name.removesuffix(".json") for name in files} == set(DASHBOARD_UIDS)
     built = build_dashboards()
     assert {name: json.loads(text) for name, text in files.items()} == {f"{uid}.json": built[uid] for uid in built}
 
