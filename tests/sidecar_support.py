@@ -1,9 +1,14 @@
-"""Helpers shared by the tests that run ``otel-monitoring collector``: its config, workers sending through the
-stock OTLP exporter, and the pseudonym the in-process path gives a customer id."""
+"""Helpers shared by the sidecar's tests: the config of ``otel-monitoring collector``, workers sending through the
+stock OTLP exporter, the pseudonym the in-process path gives a customer id, and for the HTTP exporters a scripted
+backend and fake time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import http.server
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +95,72 @@ def in_process_pseudonym(client_id: str, pseudonym_key: str) -> str:
     [resource_metrics] = pipeline.process(data).resource_metrics
     [out] = resource_metrics.scope_metrics[0].metrics[0].data.data_points
     return str((out.attributes or {})["client_id"])
+
+
+@dataclass
+class Received:
+    """One request the scripted backend got: lower-cased headers, the raw body and the status it answered."""
+
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+
+@dataclass
+class ScriptedServer:
+    """Answers with the scripted (status, headers, body) in turn, then 200 with an empty body; records every
+    request."""
+
+    url: str
+    script: list[tuple[int, dict[str, str], bytes]]
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextmanager
+def scripted_server(path: str = "") -> Iterator[ScriptedServer]:
+    """A :class:`ScriptedServer` on 127.0.0.1 whose ``url`` ends with ``path``."""
+    state = ScriptedServer("", [])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with state.lock:
+                status, headers, answer = state.script.pop(0) if state.script else (200, {}, b"")
+                state.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status))
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}{path}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class FakeTime:
+    """A clock and a sleep for retry loops: sleeping records the wait and moves the clock, instantly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()  # exporters sleep from several consumer threads
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds

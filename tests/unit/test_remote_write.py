@@ -5,11 +5,8 @@ Requests go to a scripted HTTP server on 127.0.0.1; time is a fake clock whose s
 
 from __future__ import annotations
 
-import http.server
 import logging
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ from otel_monitoring.sidecar.remote_write import (
     format_bound,
 )
 from otel_monitoring.sidecar.sending_queue import FileStorage, QueueFiles
+from tests.sidecar_support import FakeTime, ScriptedServer, scripted_server
 from tests.support import free_port
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
@@ -124,71 +122,15 @@ def decode(body: bytes) -> list[Series]:
 # --- a scripted server and fake time ----------------------------------------------------------------------------
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    series: list[Series]
-
-
-@dataclass
-class ScriptedServer:
-    """Answers with the scripted (status, headers, body) in turn, then 200; records every request."""
-
-    url: str
-    script: list[tuple[int, dict[str, str], bytes]]
-    received: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def accepted_series(self) -> list[Series]:
-        return [s for r in self.received if r.headers.get("x-answer") == "200" for s in r.series]
-
-
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
-    state = ScriptedServer("", [])
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with state.lock:
-                status, headers, answer = state.script.pop(0) if state.script else (200, {}, b"")
-                received_headers = {k.lower(): v for k, v in self.headers.items()}
-                received_headers["x-answer"] = str(status)
-                state.received.append(Received(received_headers, decode(body)))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/api/v1/write"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
+    with scripted_server("/api/v1/write") as state:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
+def accepted_series(server: ScriptedServer) -> list[Series]:
+    """The series of every write the server answered with 200."""
+    return [s for r in server.received if r.status == 200 for s in decode(r.body)]
 
 
 def exporter_for(
@@ -377,7 +319,7 @@ def test_delta_and_exponential_points_are_refused_and_counted(server: ScriptedSe
 
     stats = exporter.stats()
     assert (stats.unsupported, stats.sent) == (3, 1)
-    assert [dict(s.labels)["__name__"] for s in server.accepted_series()] == ["kept_total"]
+    assert [dict(s.labels)["__name__"] for s in accepted_series(server)] == ["kept_total"]
 
 
 # --- delivery ---------------------------------------------------------------------------------------------------
@@ -395,7 +337,7 @@ def test_sends_remote_write_headers_and_a_decodable_body(server: ScriptedServer)
     assert request.headers["x-prometheus-remote-write-version"] == "0.1.0"
     assert request.headers["user-agent"].startswith("otel-monitoring/")
     assert request.headers["x-scope-orgid"] == "tenant-1"
-    assert request.series == RemoteWriteConverter(config()).series(data)
+    assert decode(request.body) == RemoteWriteConverter(config()).series(data)
 
 
 def test_retries_5xx_with_exponential_backoff_then_succeeds(server: ScriptedServer) -> None:
@@ -507,7 +449,7 @@ def test_full_queue_refuses_new_batches_counts_them_and_logs_once(
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
     exporter.start()
     assert exporter.flush(timeout=10)
-    assert [s.samples[0][0] for s in server.accepted_series()] == [0.0, 1.0]  # the oldest were kept
+    assert [s.samples[0][0] for s in accepted_series(server)] == [0.0, 1.0]  # the oldest were kept
     exporter.shutdown()
     assert exporter.stats().sent == 2
 
@@ -522,7 +464,7 @@ def test_each_series_arrives_in_time_order_with_many_consumers(server: ScriptedS
     exporter.shutdown(timeout=10)
 
     timestamps: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    for series in server.accepted_series():
+    for series in accepted_series(server):
         timestamps.setdefault(series.labels, []).extend(t for _, t in series.samples)
     assert len(timestamps) == 8
     assert all(ts == sorted(ts) and len(ts) == 30 for ts in timestamps.values())
@@ -603,7 +545,7 @@ def test_file_backed_queue_keeps_unsent_writes_for_the_next_exporter(server: Scr
     assert kept > 0 and second.stats().restored_requests == kept
     assert (first.stats().dropped, first.stats().failed, second.stats().sent) == (0, 0, 15)
     timestamps: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    for series in server.accepted_series():
+    for series in accepted_series(server):
         timestamps.setdefault(series.labels, []).extend(t for _, t in series.samples)
     assert len(timestamps) == 3
     assert all(ts == sorted(ts) and len(ts) == 5 for ts in timestamps.values())

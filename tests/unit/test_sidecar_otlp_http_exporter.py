@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import doctest
 import gzip
-import http.server
 import logging
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from otel_monitoring.sidecar.config import OTLPHTTPExporterConfig
 from otel_monitoring.sidecar.otlp import OTLPMetricsDecoder, encode_export_response
 from otel_monitoring.sidecar.otlp_exporter import OTLPHTTPExporter, encode_request
 from otel_monitoring.sidecar.sending_queue import FileStorage, SendingQueue
+from tests.sidecar_support import FakeTime, Received, ScriptedServer, scripted_server
 
 T0 = 1_700_000_000_000_000_000
 
@@ -52,70 +50,17 @@ def metrics_data(value: int = 7) -> MetricsData:
     return MetricsData([ResourceMetrics(Resource({"service.name": "api", "service.instance.id": "w1"}), [scope], "")])
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-    def decoded(self) -> MetricsData:
-        body = gzip.decompress(self.body) if self.headers.get("content-encoding") == "gzip" else self.body
-        decoder = OTLPMetricsDecoder()
-        as_json = self.headers["content-type"] == "application/json"
-        return decoder.decode(body, as_json=as_json).data
-
-
-@dataclass
-class ScriptedServer:
-    """Answers with the scripted (status, headers, body) in turn, then 200 with an empty body."""
-
-    url: str
-    script: list[tuple[int, dict[str, str], bytes]]
-    received: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+def decoded(request: Received) -> MetricsData:
+    """The request's body as the sidecar's receiver decodes it."""
+    body = gzip.decompress(request.body) if request.headers.get("content-encoding") == "gzip" else request.body
+    as_json = request.headers["content-type"] == "application/json"
+    return OTLPMetricsDecoder().decode(body, as_json=as_json).data
 
 
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
-    state = ScriptedServer("", [])
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            with state.lock:
-                status, headers, answer = state.script.pop(0) if state.script else (200, {}, b"")
-                state.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
+    with scripted_server() as state:
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 SYNC = {"sending_queue": {"enabled": False}}
@@ -155,7 +100,7 @@ def test_every_encoding_decodes_to_the_same_points(server: ScriptedServer, encod
     (request,) = server.received
     assert ("content-encoding" in request.headers) == (compression == "gzip")
     assert (
-        request.decoded().to_json()
+        decoded(request).to_json()
         == OTLPMetricsDecoder().decode_protobuf(encode_metrics(data).SerializeToString()).data.to_json()
     )
 
@@ -241,7 +186,7 @@ def test_a_restored_batch_is_sent_with_the_encoding_it_was_stored_with(server: S
     assert (first.headers["content-type"], "content-encoding" in first.headers) == ("application/json", False)
     assert (second.headers["content-type"], second.headers["content-encoding"]) == ("application/x-protobuf", "gzip")
     assert (
-        first.decoded().to_json()
+        decoded(first).to_json()
         == OTLPMetricsDecoder().decode_protobuf(encode_metrics(metrics_data()).SerializeToString()).data.to_json()
     )
     assert exporter.stats().restored_requests == 1
